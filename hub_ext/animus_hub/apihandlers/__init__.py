@@ -1,0 +1,13 @@
+"""animus-api REST handlers, one module per resource, each ending with ``default_handlers``."""
+
+from . import audit, meta, members, projects, rolemappings
+
+MODULES = [meta, projects, members, audit, rolemappings]
+
+
+def default_handlers() -> list[tuple[str, type]]:
+    """(route relative to /api/v1, handler class) for every resource."""
+    routes: list[tuple[str, type]] = []
+    for module in MODULES:
+        routes.extend(module.default_handlers)
+    return routes

@@ -1,0 +1,232 @@
+"""animus-api: the Animus REST service, run as a JupyterHub service.
+
+``AnimusAPI.initialize()`` runs ordered ``init_*`` steps as JupyterHub's app does;
+handlers reach shared objects through ``self.settings``. When started by the hub
+(a hub-managed service) the hub's environment supplies the listen URL, the URL
+prefix, the hub API URL and the service's token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubAuth
+from pythonjsonlogger.json import JsonFormatter
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Dict, Integer, List, Set, Unicode, default, validate
+from traitlets.config import Application
+
+from . import db as dbmod
+from ._version import __version__
+from .apihandlers import default_handlers
+from .apihandlers.base import NotFoundHandler
+from .auth.identity import Identifier
+from .auth.rbac import PROJECT_PLACEHOLDER, Authorizer, RuleSpec, validate_group_pattern
+from .errors import AnimusError
+from .metrics import observe_request
+from .orm import Role
+
+API_PREFIX = "api/v1"
+
+
+class AnimusAPI(Application):
+    name = "animus-api"
+    version = __version__
+    description = "The Animus Datalab REST API (runs as a JupyterHub service)."
+
+    config_file = Unicode(
+        "animus_api_config.py", help="A Python configuration file (traitlets), read if it exists."
+    ).tag(config=True)
+
+    db_url = Unicode(help="SQLAlchemy URL of the Animus database (SQLite or PostgreSQL).").tag(config=True)
+
+    @default("db_url")
+    def _db_url_default(self) -> str:
+        return os.environ.get("ANIMUS_DB_URL", "sqlite:///animus.sqlite")
+
+    service_url = Unicode(help="URL this service listens on; the hub passes it as JUPYTERHUB_SERVICE_URL.").tag(
+        config=True
+    )
+
+    @default("service_url")
+    def _service_url_default(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8090")
+
+    base_url = Unicode(help="URL prefix the proxy routes to this service (JUPYTERHUB_SERVICE_PREFIX).").tag(
+        config=True
+    )
+
+    @default("base_url")
+    def _base_url_default(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/animus/")
+
+    @validate("base_url")
+    def _normalise_base_url(self, proposal: Any) -> str:
+        value = "/" + proposal["value"].strip("/") + "/"
+        return value.replace("//", "/")
+
+    role_mapping_rules = List(
+        Dict(),
+        help="""Rules mapping IdP / JupyterHub group names to project roles, e.g.
+        [{"group": "ml-{project}-admins", "role": "owner"},
+         {"group": "data-platform", "project": "fraud", "role": "viewer"}].
+        A pattern with {project} applies to every project it names; an exact group
+        name needs "project". More rules can be added at run time through
+        /role-mappings.""",
+    ).tag(config=True)
+
+    @validate("role_mapping_rules")
+    def _check_rules(self, proposal: Any) -> list[dict]:
+        for rule in proposal["value"]:
+            unknown = set(rule) - {"group", "role", "project"}
+            if unknown or "group" not in rule or rule.get("role") not in Role.__members__:
+                raise ValueError(f"Invalid role mapping rule {rule!r}: needs 'group' and a valid 'role'")
+            validate_group_pattern(rule["group"])
+            if (PROJECT_PLACEHOLDER in rule["group"]) == bool(rule.get("project")):
+                raise ValueError(f"Rule {rule!r}: give 'project' exactly when the group has no {{project}}")
+        return proposal["value"]
+
+    admin_users = Set(Unicode(), help="Users who are platform admins (besides JupyterHub admins).").tag(config=True)
+    admin_groups = Set(Unicode(), help="Groups whose members are platform admins.").tag(config=True)
+
+    auth_cache_max_age = Integer(
+        30,
+        help="Seconds a JupyterHub token's identity (name, groups, admin) is cached; "
+        "group changes and revocations take effect within this time.",
+    ).tag(config=True)
+
+    max_request_body = Integer(1024 * 1024, help="Largest accepted request body, in bytes (413 above).").tag(
+        config=True
+    )
+
+    log_json = Bool(False, help="Write log lines as JSON objects (for log shippers) instead of text.").tag(config=True)
+
+    flags = {"log-json": ({"AnimusAPI": {"log_json": True}}, "Write log lines as JSON objects.")}
+
+    aliases = {
+        "db-url": "AnimusAPI.db_url",
+        "config": "AnimusAPI.config_file",
+        "log-level": "Application.log_level",
+    }
+
+    # --- initialisation ---------------------------------------------------------------
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        if os.path.exists(self.config_file):
+            self.load_config_file(self.config_file)
+            self.update_config(self.cli_config)
+        self.init_logging()
+        self.init_db()
+        self.init_auth()
+        self.init_tornado_application()
+
+    def init_logging(self) -> None:
+        handler = logging.StreamHandler(sys.stderr)
+        if self.log_json:
+            handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        else:
+            handler.setFormatter(logging.Formatter("[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"))
+        for name in ("animus", "animus_hub", "tornado", "alembic"):
+            logger = logging.getLogger(name)
+            logger.handlers = [handler]
+            logger.setLevel(self.log_level)
+            logger.propagate = False
+        self.log = logging.getLogger("animus")
+
+    def init_db(self) -> None:
+        self.engine = dbmod.make_engine(self.db_url)
+        try:
+            dbmod.ensure_schema(self.engine, self.db_url)
+        except dbmod.DatabaseRevisionError as e:
+            self.log.critical("%s", e)
+            sys.exit(1)
+        self.session_factory = dbmod.make_session_factory(self.engine)
+
+    def init_auth(self) -> None:
+        self.hub_auth = HubAuth(cache_max_age=self.auth_cache_max_age)
+        self.identifier = Identifier(self.hub_auth, set(self.admin_users), set(self.admin_groups))
+        self.config_rules = [
+            RuleSpec(r["group"], Role[r["role"]], r.get("project"), source="config") for r in self.role_mapping_rules
+        ]
+        self.authorizer = Authorizer(self.config_rules)
+
+    def make_handlers(self) -> list[tuple[str, type, dict]]:
+        prefix = self.base_url + API_PREFIX
+        routes: list[tuple[str, type, dict]] = [(prefix + path, cls, {}) for path, cls in default_handlers()]
+        routes.append((prefix + r"(?:/.*)?", NotFoundHandler, {}))
+        return routes
+
+    def init_tornado_application(self) -> None:
+        settings = {
+            "session_factory": self.session_factory,
+            "authorizer": self.authorizer,
+            "identifier": self.identifier,
+            "max_request_body": self.max_request_body,
+            "observe_request": observe_request,
+            "log_function": self.log_request,
+            "default_handler_class": NotFoundHandler,
+            "xsrf_cookies": False,
+            "serve_traceback": False,
+        }
+        self.tornado_app = web.Application(self.make_handlers(), **settings)
+
+    def log_request(self, handler: web.RequestHandler) -> None:
+        status = handler.get_status()
+        principal = getattr(handler, "principal", None)
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if handler.request.path.endswith("/health") and status == 200:
+            level = logging.DEBUG
+        self.log.log(
+            level,
+            "%s %s %s %.1fms %s [%s]",
+            status,
+            handler.request.method,
+            handler.request.path,  # never the query string: it could carry a token
+            1000.0 * handler.request.request_time(),
+            f"{principal.kind}:{principal.name}" if principal is not None and principal.name else "-",
+            getattr(handler, "request_id", "-"),
+        )
+
+    # --- running ----------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        url = urlparse(self.service_url)
+        host, port = url.hostname or "127.0.0.1", url.port or 8090
+        server = HTTPServer(self.tornado_app, xheaders=True, max_body_size=max(self.max_request_body * 4, 1 << 20))
+        server.listen(port, address=host)
+        self.log.info("animus-api %s listening on %s:%s%s%s", __version__, host, port, self.base_url, API_PREFIX)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # the hub may start us under nohup (SIGINT ignored): handle both signals ourselves
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.log.info("animus-api stopping")
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), timeout=5)
+        self.engine.dispose()
+
+    def start(self) -> None:
+        asyncio.run(self.serve())
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = AnimusAPI.instance()
+    try:
+        app.initialize(argv)
+    except (ValueError, AnimusError) as e:
+        print(f"animus-api: configuration error: {e}", file=sys.stderr)
+        sys.exit(2)
+    app.start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Turning a request's bearer token into a Principal.
+
+Two kinds of token are accepted: JupyterHub tokens (user API tokens, the token a
+workspace gets in ``JUPYTERHUB_API_TOKEN``, OAuth access tokens), checked with the
+hub through ``HubAuth`` and cached for ``cache_max_age`` seconds; and Animus-issued
+tokens (``anm_…``) for service accounts and runs, checked in our database.
+"""
+
+from __future__ import annotations
+
+import re
+
+from jupyterhub.services.auth import HubAuth
+from sqlalchemy.orm import Session
+
+from ..errors import AnimusError
+from .principal import ANONYMOUS, Principal
+from .tokens import is_animus_token, principal_for_token
+
+_AUTH_HEADER = re.compile(r"^\s*(?:bearer|token)\s+(\S+)\s*$", re.IGNORECASE)
+
+
+def token_from_header(header: str | None) -> str | None:
+    if not header:
+        return None
+    m = _AUTH_HEADER.match(header)
+    if not m:
+        raise AnimusError(
+            401,
+            "malformed_authorization",
+            "The Authorization header must read 'Bearer <token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="animus"'},
+        )
+    return m.group(1)
+
+
+class Identifier:
+    """Resolves tokens to principals; one instance per animus-api process."""
+
+    def __init__(self, hub_auth: HubAuth, admin_users: set[str], admin_groups: set[str]):
+        self.hub_auth = hub_auth
+        self.admin_users = admin_users
+        self.admin_groups = admin_groups
+
+    async def identify(self, session: Session, token: str | None) -> Principal:
+        if not token:
+            return ANONYMOUS
+        if is_animus_token(token):
+            principal = principal_for_token(session, token)
+            if principal is None:
+                raise invalid_token()
+            return principal
+        model = await self.hub_auth.user_for_token(token, sync=False)
+        if not model:
+            raise invalid_token()
+        if self.hub_auth.access_scopes and not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
+            raise AnimusError(
+                403,
+                "token_lacks_access",
+                "This JupyterHub token does not grant access to the animus service "
+                f"(needs one of: {', '.join(sorted(self.hub_auth.access_scopes))})",
+            )
+        return self.principal_for_model(model)
+
+    def principal_for_model(self, model: dict) -> Principal:
+        kind = model.get("kind", "user")
+        name = model["name"]
+        groups = frozenset(model.get("groups") or [])
+        is_admin = bool(model.get("admin")) or name in self.admin_users or bool(groups & self.admin_groups)
+        if kind != "user":
+            return Principal(kind="service", name=name, scopes=frozenset(model.get("scopes") or []))
+        return Principal(
+            kind="user",
+            name=name,
+            groups=groups,
+            is_admin=is_admin,
+            token_id=model.get("token_id"),
+            scopes=frozenset(model.get("scopes") or []),
+        )
+
+
+def invalid_token() -> AnimusError:
+    return AnimusError(
+        401,
+        "invalid_token",
+        "The token is invalid, expired or revoked",
+        headers={"WWW-Authenticate": 'Bearer realm="animus", error="invalid_token"'},
+    )

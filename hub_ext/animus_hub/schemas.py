@@ -1,0 +1,77 @@
+"""Request bodies, validated strictly: unknown fields and wrong types are refused.
+
+The models double as the source of the request schemas in ``openapi.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import AnimusError
+
+SLUG_PATTERN = r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$"
+# user and group names as JupyterHub and IdPs spell them: no control characters, no '/',
+# no leading or trailing blank
+PRINCIPAL_NAME_PATTERN = r"^[^\s/\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]{0,253}[^\s/\x00-\x1f\x7f])?$"
+RoleName = Literal["viewer", "contributor", "maintainer", "owner"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+
+class ProjectCreate(Strict):
+    slug: str = Field(pattern=SLUG_PATTERN, description="3–63 characters: a-z, 0-9 and '-', starting with a letter")
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+
+
+class ProjectUpdate(Strict):
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ProjectUpdate:
+        if self.display_name is None and self.description is None:
+            raise ValueError("give at least one of display_name, description")
+        return self
+
+
+class MemberCreate(Strict):
+    kind: Literal["user", "group"]
+    name: str = Field(pattern=PRINCIPAL_NAME_PATTERN, max_length=255)
+    role: RoleName
+
+
+class MemberUpdate(Strict):
+    role: RoleName
+
+
+class RoleMappingCreate(Strict):
+    group_pattern: str = Field(pattern=PRINCIPAL_NAME_PATTERN, max_length=255)
+    role: RoleName
+    project: str | None = Field(default=None, pattern=SLUG_PATTERN)
+
+
+def parse_body(model: type[Strict], data: Any) -> Any:
+    """Validate decoded JSON against `model`, or raise a 422 naming each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err["loc"]) or "(body)",
+                "message": err["msg"],
+                "type": err["type"],
+            }
+            for err in e.errors(include_url=False, include_input=False)
+        ]
+        first = errors[0]
+        raise AnimusError(
+            422,
+            "validation_failed",
+            f"Invalid request body: {first['field']}: {first['message']}",
+            {"errors": errors},
+        ) from None
