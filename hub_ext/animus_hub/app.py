@@ -27,6 +27,7 @@ from . import db as dbmod
 from ._version import __version__
 from .apihandlers import default_handlers
 from .apihandlers.base import NotFoundHandler
+from .apihandlers.meta import ServiceRootHandler
 from .auth.identity import Identifier
 from .auth.rbac import PROJECT_PLACEHOLDER, Authorizer, RuleSpec, validate_group_pattern
 from .errors import AnimusError
@@ -162,6 +163,7 @@ class AnimusAPI(Application):
         prefix = self.base_url + API_PREFIX
         routes: list[tuple[str, type, dict]] = [(prefix + path, cls, {}) for path, cls in default_handlers()]
         routes.append((prefix + r"(?:/.*)?", NotFoundHandler, {}))
+        routes.append((self.base_url + "?", ServiceRootHandler, {}))
         return routes
 
     def init_tornado_application(self) -> None:
@@ -170,6 +172,7 @@ class AnimusAPI(Application):
             "authorizer": self.authorizer,
             "identifier": self.identifier,
             "max_request_body": self.max_request_body,
+            "api_url_path": self.base_url + API_PREFIX,
             "observe_request": observe_request,
             "log_function": self.log_request,
             "default_handler_class": NotFoundHandler,

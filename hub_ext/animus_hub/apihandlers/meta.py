@@ -26,6 +26,15 @@ class HealthHandler(APIHandler):
         self.write_json({"status": "ok"})
 
 
+class ServiceRootHandler(APIHandler):
+    """The service's root: where the API is (the hub polls it while the service starts)."""
+
+    actions = {"GET": "health:read"}
+
+    def get(self) -> None:
+        self.write_json({"service": "animus", "api": self.settings["api_url_path"]})
+
+
 class VersionHandler(APIHandler):
     actions = {"GET": "version:read"}
 

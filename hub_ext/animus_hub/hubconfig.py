@@ -1,0 +1,153 @@
+"""JupyterHub settings for Animus: the animus service, roles and the workspace spawner.
+
+`configure_embedded()` is the embedded profile (`animus up`): a local-process
+spawner, SQLite databases and a local object store, all under one data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SERVICE_NAME = "animus"
+SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
+API_PATH = SERVICE_PREFIX + "api/v1"
+
+
+@dataclass(frozen=True)
+class EmbeddedSettings:
+    data_dir: str
+    ip: str = "127.0.0.1"
+    port: int = 8000
+    hub_port: int = 8081
+    proxy_api_port: int = 8001
+    api_port: int = 8090
+    db_url: str = ""
+    proxy_cmd: str = ""
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> EmbeddedSettings:
+        data_dir = env["ANIMUS_DATA_DIR"]
+        return cls(
+            data_dir=data_dir,
+            ip=env.get("ANIMUS_IP", "127.0.0.1"),
+            port=int(env.get("ANIMUS_PORT", 8000)),
+            hub_port=int(env.get("ANIMUS_HUB_PORT", 8081)),
+            proxy_api_port=int(env.get("ANIMUS_PROXY_API_PORT", 8001)),
+            api_port=int(env.get("ANIMUS_API_PORT", 8090)),
+            db_url=env.get("ANIMUS_DB_URL", ""),
+            proxy_cmd=env.get("ANIMUS_PROXY_CMD", ""),
+        )
+
+    def to_environ(self) -> dict[str, str]:
+        return {
+            "ANIMUS_DATA_DIR": self.data_dir,
+            "ANIMUS_IP": self.ip,
+            "ANIMUS_PORT": str(self.port),
+            "ANIMUS_HUB_PORT": str(self.hub_port),
+            "ANIMUS_PROXY_API_PORT": str(self.proxy_api_port),
+            "ANIMUS_API_PORT": str(self.api_port),
+            "ANIMUS_DB_URL": self.animus_db_url,
+            "ANIMUS_PROXY_CMD": self.proxy_cmd,
+        }
+
+    @property
+    def animus_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{Path(self.data_dir) / 'animus.sqlite'}"
+
+    @property
+    def public_url(self) -> str:
+        host = "127.0.0.1" if self.ip in ("", "0.0.0.0") else self.ip
+        return f"http://{host}:{self.port}"
+
+
+def find_proxy_command() -> str:
+    """configurable-http-proxy: on PATH, or installed by the setup beside this Python."""
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return found
+    candidates = [Path(sys.prefix) / "node_modules" / ".bin" / "configurable-http-proxy"]
+    for c in candidates:
+        if c.exists():
+            return str(c)
+    raise FileNotFoundError(
+        "configurable-http-proxy not found: install it with "
+        f"`npm install --prefix {sys.prefix} configurable-http-proxy` (./dev does this)"
+    )
+
+
+def animus_service(api_port: int, db_url: str, config_file: str) -> dict[str, Any]:
+    """The hub-managed animus-api service definition."""
+    return {
+        "name": SERVICE_NAME,
+        "url": f"http://127.0.0.1:{api_port}",
+        "command": [sys.executable, "-m", "animus_hub.app", "--config", config_file],
+        "environment": {"ANIMUS_DB_URL": db_url, "PYTHONUNBUFFERED": "1"},
+        "oauth_no_confirm": True,
+        "display": False,
+    }
+
+
+def animus_roles() -> list[dict[str, Any]]:
+    return [
+        # every user may call the animus service with their own tokens
+        {"name": "user", "scopes": ["self", f"access:services!service={SERVICE_NAME}"]},
+    ]
+
+
+# what $JUPYTERHUB_API_TOKEN in a workspace may do: run the server, and call Animus as its user
+SERVER_TOKEN_SCOPES = [
+    "access:servers!server",
+    "users:activity!user",
+    "read:users!user",
+    f"access:services!service={SERVICE_NAME}",
+]
+
+
+def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
+    data = Path(s.data_dir)
+    (data / "workspaces").mkdir(parents=True, exist_ok=True)
+
+    c.JupyterHub.ip = s.ip
+    c.JupyterHub.port = s.port
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{s.hub_port}"
+    c.JupyterHub.db_url = f"sqlite:///{data / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data / "secrets" / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
+    c.JupyterHub.template_vars = {"announcement_login": "Animus Datalab"}
+
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port}"
+    c.ConfigurableHTTPProxy.command = [s.proxy_cmd or find_proxy_command()]
+    c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
+
+    c.JupyterHub.authenticator_class = "animus_hub.devauth.FileAuthenticator"
+    c.FileAuthenticator.users_file = str(data / "users.json")
+
+    c.JupyterHub.services = [
+        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py")),
+    ]
+    c.JupyterHub.load_roles = animus_roles()
+
+    c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    c.SimpleLocalProcessSpawner.home_dir_template = str(data / "workspaces" / "{username}")
+    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    c.Spawner.default_url = "/lab"
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+    c.Spawner.http_timeout = 60
+    c.Spawner.start_timeout = 120
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        c.Spawner.args = ["--allow-root"]
+    api_url = s.public_url + API_PATH
+    bin_dir = str(Path(sys.executable).parent)
+    c.Spawner.environment = {
+        "ANIMUS_API_URL": api_url,
+        # the animus CLI of this installation comes first on a workspace's PATH
+        "PATH": lambda spawner: bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }

@@ -1,0 +1,323 @@
+"""`animus`: the command line of Animus Datalab.
+
+In a JupyterLab terminal of an Animus workspace it works with no setup; elsewhere
+run `animus login` once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..auditchain import verify
+from ..client import AnimusAPIError, Client, ConfigError, forget_login, save_login
+
+ROLES = ["viewer", "contributor", "maintainer", "owner"]
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _client() -> Client:
+    try:
+        return Client()
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def api_command(f: Callable) -> Callable:
+    """Turn API errors into a one-line message and exit status 1."""
+
+    @wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except AnimusAPIError as e:
+            click.echo(f"error: {e.message} [{e.status} {e.reason}]", err=True)
+            for item in e.details.get("errors", [])[:10]:
+                click.echo(f"  {item.get('field')}: {item.get('message')}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def print_table(rows: Iterable[dict], columns: list[str]) -> None:
+    rows = list(rows)
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="animus-datalab", prog_name="animus")
+def main() -> None:
+    """Animus Datalab: projects, members and the audit trail from the command line.
+
+    \b
+    Start a local Animus:   animus up
+    Log in from elsewhere:  animus login --url http://HOST:8000/services/animus/api/v1
+    See who you are:        animus whoami
+    """
+
+
+# --- the embedded stack ------------------------------------------------------
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where all data lives (default: your user data directory).")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port of the web UI and API.")
+def up(data_dir: str | None, ip: str, port: int) -> None:
+    """Start Animus on this machine: JupyterHub, the proxy, animus-api and local workspaces.
+
+    Everything lives in one data directory and survives restarts. The first start
+    creates the platform admin and prints its password once. Stop with Ctrl-C.
+    """
+    from animus_hub.cli import DEFAULT_DATA_DIR
+    from animus_hub.embedded import run
+    from animus_hub.hubconfig import EmbeddedSettings
+
+    settings = EmbeddedSettings(data_dir=data_dir or DEFAULT_DATA_DIR, ip=ip, port=port)
+    try:
+        sys.exit(run(settings))
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+
+
+# --- identity ----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--url", required=True, help="The API URL, e.g. http://127.0.0.1:8000/services/animus/api/v1")
+@click.option("--token-stdin", is_flag=True, help="Read the token from standard input instead of prompting.")
+@api_command
+def login(url: str, token_stdin: bool) -> None:
+    """Store an API token for this machine (in your config directory, mode 0600).
+
+    Get a token from the hub's Token page (/hub/token).
+    """
+    token = sys.stdin.readline().strip() if token_stdin else click.prompt("API token", hide_input=True)
+    me = Client(url=url, token=token).whoami()
+    path = save_login(url.rstrip("/"), token)
+    click.echo(f"logged in as {me['name']}; token saved in {path}")
+
+
+@main.command()
+def logout() -> None:
+    """Forget the token stored by `animus login`."""
+    click.echo("logged out" if forget_login() else "not logged in")
+
+
+@main.command()
+@json_option
+@api_command
+def whoami(as_json: bool) -> None:
+    """Show who the API sees: name, kind, groups, admin flag, and the current project."""
+    import os
+
+    me = _client().whoami()
+    project = os.environ.get("ANIMUS_PROJECT") or me.get("project")
+    if as_json:
+        print_json({**me, "project": project})
+        return
+    click.echo(f"user:    {me['name']} ({me['kind']}{', platform admin' if me.get('admin') else ''})")
+    click.echo(f"groups:  {', '.join(me.get('groups') or []) or '-'}")
+    click.echo(f"project: {project or '-'}")
+
+
+# --- projects ----------------------------------------------------------------
+
+
+@main.group()
+def projects() -> None:
+    """Create and manage projects, the isolation boundary of Animus."""
+
+
+@projects.command("ls")
+@click.option("--archived", is_flag=True, help="Include archived projects.")
+@json_option
+@api_command
+def projects_ls(archived: bool, as_json: bool) -> None:
+    """List the projects you can see, with your role in each."""
+    items = _client().list_projects(archived=archived)
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["slug", "display_name", "role", "archived", "created_by"])
+
+
+@projects.command("create")
+@click.argument("slug")
+@click.option("--name", "display_name", help="Display name (default: the slug).")
+@click.option("--description", default="", help="What the project is for.")
+@json_option
+@api_command
+def projects_create(slug: str, display_name: str | None, description: str, as_json: bool) -> None:
+    """Create project SLUG (3–63 of a-z, 0-9, '-'); you become its owner."""
+    p = _client().create_project(slug, display_name, description)
+    if as_json:
+        print_json(p)
+    else:
+        click.echo(f"created project {p['slug']} (you are {p.get('role', 'owner')})")
+
+
+@projects.command("show")
+@click.argument("slug")
+@api_command
+def projects_show(slug: str) -> None:
+    """Show project SLUG as JSON."""
+    print_json(_client().get_project(slug))
+
+
+@projects.command("update")
+@click.argument("slug")
+@click.option("--name", "display_name", help="New display name.")
+@click.option("--description", help="New description.")
+@api_command
+def projects_update(slug: str, display_name: str | None, description: str | None) -> None:
+    """Change a project's display name or description (maintainers and owners)."""
+    if display_name is None and description is None:
+        raise click.UsageError("give --name and/or --description")
+    print_json(_client().update_project(slug, display_name, description))
+
+
+@projects.command("archive")
+@click.argument("slug")
+@api_command
+def projects_archive(slug: str) -> None:
+    """Archive a project: it becomes read-only and leaves the default listing (owners)."""
+    _client().archive_project(slug)
+    click.echo(f"archived {slug}")
+
+
+@projects.command("unarchive")
+@click.argument("slug")
+@api_command
+def projects_unarchive(slug: str) -> None:
+    """Make an archived project writable again (owners)."""
+    _client().unarchive_project(slug)
+    click.echo(f"unarchived {slug}")
+
+
+# --- members -----------------------------------------------------------------
+
+
+@main.group()
+def members() -> None:
+    """Manage who holds which role in a project (viewer < contributor < maintainer < owner)."""
+
+
+kind_option = click.option("--group", "is_group", is_flag=True, help="NAME is a group (from your IdP or JupyterHub), not a user.")
+
+
+@members.command("ls")
+@click.argument("project")
+@json_option
+@api_command
+def members_ls(project: str, as_json: bool) -> None:
+    """List the members of PROJECT."""
+    items = _client().list_members(project)
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["kind", "name", "role", "created_by"])
+
+
+@members.command("add")
+@click.argument("project")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="The role to grant.")
+@kind_option
+@api_command
+def members_add(project: str, name: str, role: str, is_group: bool) -> None:
+    """Give user (or --group) NAME a ROLE in PROJECT (owners)."""
+    m = _client().add_member(project, name, role, "group" if is_group else "user")
+    click.echo(f"{m['kind']} {m['name']} is now {m['role']} in {project}")
+
+
+@members.command("set-role")
+@click.argument("project")
+@click.argument("name")
+@click.argument("role", type=click.Choice(ROLES))
+@kind_option
+@api_command
+def members_set_role(project: str, name: str, role: str, is_group: bool) -> None:
+    """Change the role of member NAME in PROJECT (owners)."""
+    m = _client().set_member_role(project, name, role, "group" if is_group else "user")
+    click.echo(f"{m['kind']} {m['name']} is now {m['role']} in {project}")
+
+
+@members.command("rm")
+@click.argument("project")
+@click.argument("name")
+@kind_option
+@api_command
+def members_rm(project: str, name: str, is_group: bool) -> None:
+    """Remove member NAME from PROJECT (owners; the last owner cannot be removed)."""
+    _client().remove_member(project, name, "group" if is_group else "user")
+    click.echo(f"removed {name} from {project}")
+
+
+# --- audit -------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """Read, export and verify the tamper-evident audit trail."""
+
+
+@audit.command("export")
+@click.option("--project", help="Only this project's events (owners); without it, every event (platform admins).")
+@click.option("--since", help="From this time on (ISO 8601, e.g. 2026-01-31T00:00:00Z).")
+@click.option("--until", help="Before this time (ISO 8601).")
+@click.option("--actor", help="Only events by this user or service account.")
+@click.option("--action", help="Only this action, e.g. project.create.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of standard output.")
+@api_command
+def audit_export(project: str | None, since: str | None, until: str | None, actor: str | None, action: str | None, output: str | None) -> None:
+    """Export audit events as JSON lines, oldest first."""
+    events = _client().audit_events(project=project, since=since, until=until, actor=actor, action=action)
+    out = open(output, "w") if output else sys.stdout
+    try:
+        for e in events:
+            out.write(json.dumps(e, sort_keys=True) + "\n")
+    finally:
+        if output:
+            out.close()
+
+
+@audit.command("verify")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False), help="Verify an unfiltered export file instead of the live trail.")
+@api_command
+def audit_verify(path: str | None) -> None:
+    """Check the audit hash chain and name the first bad event (exit status 1 if broken).
+
+    Without --file, downloads the whole trail (platform admins) and checks it here,
+    independently of the server, against the chain head the server records.
+    """
+    if path:
+        with Path(path).open() as f:
+            result = verify(json.loads(line) for line in f if line.strip())
+    else:
+        client = _client()
+        head = client.audit_head()
+        result = verify(client.audit_events(), head=head)
+    click.echo(result.describe())
+    sys.exit(0 if result.ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The Python client of the Animus REST API.
+
+Where it finds its URL and token, first match wins:
+
+- arguments to ``Client(url=..., token=...)``;
+- ``ANIMUS_API_URL`` and ``ANIMUS_TOKEN`` in the environment;
+- in a JupyterHub workspace, ``JUPYTERHUB_API_TOKEN`` (set by the hub);
+- the file written by ``animus login`` (``~/.config/animus/config.json``, mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import platformdirs
+import requests
+
+DEFAULT_TIMEOUT = 30
+
+
+class AnimusAPIError(Exception):
+    """An error answer of the API: ``status``, ``reason``, ``message`` and ``details``."""
+
+    def __init__(self, status: int, reason: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(f"{message} ({status} {reason})")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.details = details or {}
+
+
+class ConfigError(Exception):
+    """The client does not know where Animus is or who the user is."""
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("ANIMUS_CONFIG_DIR") or platformdirs.user_config_dir("animus")) / "config.json"
+
+
+def load_saved() -> dict[str, str]:
+    path = config_path()
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def save_login(url: str, token: str) -> Path:
+    """Store URL and token for later commands, readable by the user only."""
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "token": token}, f)
+    os.chmod(path, 0o600)
+    return path
+
+
+def forget_login() -> bool:
+    path = config_path()
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+class Client:
+    """A thin, typed-enough client: one method per API operation."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        saved = load_saved()
+        self.url = (url or os.environ.get("ANIMUS_API_URL") or saved.get("url") or "").rstrip("/")
+        self.token = (
+            token or os.environ.get("ANIMUS_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN") or saved.get("token")
+        )
+        if not self.url:
+            raise ConfigError(
+                "Animus API URL unknown: run `animus login --url <hub>/services/animus/api/v1`, or set ANIMUS_API_URL"
+            )
+        if not self.token:
+            raise ConfigError("Not logged in: run `animus login`, or set ANIMUS_TOKEN")
+        self.timeout = timeout
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+        self.http.headers["User-Agent"] = "animus-client"
+
+    # --- plumbing -------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        headers = {}
+        if method == "POST":
+            headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            r = self.http.request(
+                method, self.url + path, json=json_body, params=params, headers=headers, timeout=self.timeout
+            )
+        except requests.ConnectionError as e:
+            raise AnimusAPIError(0, "connection_failed", f"Cannot reach Animus at {self.url}: {e}") from None
+        if r.status_code == 204:
+            return None
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code >= 400:
+            if isinstance(body, dict) and "reason" in body:
+                raise AnimusAPIError(r.status_code, body["reason"], body.get("message", ""), body.get("details"))
+            raise AnimusAPIError(r.status_code, "http_error", f"HTTP {r.status_code} from {self.url}{path}")
+        return body
+
+    def paginate(self, path: str, params: dict[str, Any] | None = None, page_size: int = 200) -> Iterator[dict]:
+        params = dict(params or {}, limit=page_size)
+        while True:
+            page = self.request("GET", path, params=params)
+            yield from page["items"]
+            if not page.get("next_cursor"):
+                return
+            params["cursor"] = page["next_cursor"]
+
+    # --- identity -------------------------------------------------------------
+
+    def whoami(self) -> dict:
+        return self.request("GET", "/whoami")
+
+    def version(self) -> dict:
+        return self.request("GET", "/version")
+
+    # --- projects -------------------------------------------------------------
+
+    def list_projects(self, archived: bool = False) -> list[dict]:
+        return list(self.paginate("/projects", {"archived": "true" if archived else None}))
+
+    def create_project(self, slug: str, display_name: str | None = None, description: str = "") -> dict:
+        body: dict[str, Any] = {"slug": slug, "description": description}
+        if display_name:
+            body["display_name"] = display_name
+        return self.request("POST", "/projects", json_body=body)
+
+    def get_project(self, slug: str) -> dict:
+        return self.request("GET", f"/projects/{_seg(slug)}")
+
+    def update_project(self, slug: str, display_name: str | None = None, description: str | None = None) -> dict:
+        body = {k: v for k, v in (("display_name", display_name), ("description", description)) if v is not None}
+        return self.request("PATCH", f"/projects/{_seg(slug)}", json_body=body)
+
+    def archive_project(self, slug: str) -> dict:
+        return self.request("POST", f"/projects/{_seg(slug)}/archive")
+
+    def unarchive_project(self, slug: str) -> dict:
+        return self.request("POST", f"/projects/{_seg(slug)}/unarchive")
+
+    # --- members --------------------------------------------------------------
+
+    def list_members(self, project: str) -> list[dict]:
+        return list(self.paginate(f"/projects/{_seg(project)}/members"))
+
+    def add_member(self, project: str, name: str, role: str, kind: str = "user") -> dict:
+        return self.request(
+            "POST", f"/projects/{_seg(project)}/members", json_body={"kind": kind, "name": name, "role": role}
+        )
+
+    def set_member_role(self, project: str, name: str, role: str, kind: str = "user") -> dict:
+        return self.request("PUT", f"/projects/{_seg(project)}/members/{kind}s/{_seg(name)}", json_body={"role": role})
+
+    def remove_member(self, project: str, name: str, kind: str = "user") -> None:
+        self.request("DELETE", f"/projects/{_seg(project)}/members/{kind}s/{_seg(name)}")
+
+    # --- audit ----------------------------------------------------------------
+
+    def audit_events(
+        self,
+        project: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+    ) -> Iterator[dict]:
+        params = {"since": since, "until": until, "actor": actor, "action": action}
+        if project:
+            return self.paginate(f"/projects/{_seg(project)}/audit/events", params, page_size=1000)
+        return self.paginate("/audit/events", params, page_size=1000)
+
+    def audit_head(self) -> dict:
+        return self.request("GET", "/audit/head")
+
+    # --- role mappings (platform admins) --------------------------------------------------
+
+    def list_role_mappings(self) -> list[dict]:
+        return self.request("GET", "/role-mappings")["items"]
+
+    def add_role_mapping(self, group_pattern: str, role: str, project: str | None = None) -> dict:
+        body = {"group_pattern": group_pattern, "role": role}
+        if project:
+            body["project"] = project
+        return self.request("POST", "/role-mappings", json_body=body)
+
+    def remove_role_mapping(self, rule_id: int) -> None:
+        self.request("DELETE", f"/role-mappings/{rule_id}")
