@@ -121,3 +121,7 @@ def users_rm(name: str, data_dir: str) -> None:
     if not _userfile(data_dir).remove_user(name):
         raise click.ClickException(f"no user {name!r}")
     click.echo(f"user {name} removed")
+
+
+if __name__ == "__main__":
+    main()

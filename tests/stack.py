@@ -1,0 +1,169 @@
+"""A real embedded Animus stack for tests and benchmarks.
+
+JupyterHub + configurable-http-proxy + animus-api (hub-managed) started exactly as
+`animus up` starts them (the same embedded_config.py), on free ports under a
+temporary data directory, plus a test-only hub service holding an admin token to
+create users, groups and tokens through the hub's REST API.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from animus_hub.embedded import prepare_data_dir, stop_leftovers, wait_until_up
+from animus_hub.hubconfig import API_PATH, EmbeddedSettings, find_proxy_command
+
+TEST_ADMIN_SERVICE = "test-admin"
+
+OVERRIDE = """
+c.JupyterHub.services.append({{"name": "{name}", "api_token": "{token}"}})
+c.JupyterHub.load_roles.append({{
+    "name": "test-admin-role",
+    "services": ["{name}"],
+    "scopes": ["admin:users", "admin:groups", "tokens", "admin:servers", "list:users", "read:users", "access:services"],
+}})
+c.JupyterHub.log_level = "WARN"
+c.Authenticator.manage_groups = False
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HubStack:
+    def __init__(self, root: Path, db_url: str = "", log_path: Path | None = None, api_config: str = ""):
+        self.root = Path(root)
+        self.api_config = api_config
+        self.settings = EmbeddedSettings(
+            data_dir=str(self.root),
+            port=free_port(),
+            hub_port=free_port(),
+            proxy_api_port=free_port(),
+            api_port=free_port(),
+            db_url=db_url,
+            proxy_cmd=find_proxy_command(),
+        )
+        self.admin_token = secrets.token_hex(24)
+        self.log_path = log_path or self.root / "stack.log"
+        self.proc: subprocess.Popen | None = None
+        self.http = requests.Session()
+        self._tokens: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return self.settings.public_url
+
+    @property
+    def api_url(self) -> str:
+        return self.url + API_PATH
+
+    @property
+    def db_url(self) -> str:
+        return self.settings.animus_db_url
+
+    def start(self, timeout: float = 90) -> HubStack:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(os.devnull, "w") as devnull:
+            prepare_data_dir(self.root, out=devnull)
+        if self.api_config:
+            (self.root / "animus_api_config.py").write_text(self.api_config)
+        (self.root / "jupyterhub_config.py").write_text(
+            OVERRIDE.format(name=TEST_ADMIN_SERVICE, token=self.admin_token)
+        )
+        config = Path(sys.modules["animus_hub.embedded"].__file__).with_name("embedded_config.py")
+        env = {**os.environ, **self.settings.to_environ()}
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            cwd=self.root,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if not wait_until_up(self.api_url + "/health", self.proc, timeout):
+            self.stop()
+            raise RuntimeError(f"the stack did not come up; log: {self.log_path}\n{self.log_tail()}")
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        stop_leftovers(self.root)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def restart_api(self) -> None:
+        """Stop and start the whole stack (e.g. after changing animus-api configuration)."""
+        self.stop()
+        self._tokens.clear()
+        self.start()
+
+    # --- the hub's REST API, as the test admin --------------------------------------------
+
+    def hub(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"token {self.admin_token}"}
+        r = self.http.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kwargs)
+        return r
+
+    def ensure_group(self, group: str) -> None:
+        r = self.hub("POST", f"/groups/{group}")
+        assert r.status_code in (201, 409), r.text
+
+    def user_token(self, name: str, groups: list[str] | tuple[str, ...] = (), admin: bool = False, scopes: list[str] | None = None) -> str:
+        """Create (or update) hub user `name` with exactly `groups`, and return a new API token."""
+        r = self.hub("GET", f"/users/{name}")
+        if r.status_code == 404:
+            r = self.hub("POST", f"/users/{name}")
+            assert r.status_code == 201, r.text
+            current: list[str] = []
+        else:
+            current = r.json().get("groups", [])
+        r = self.hub("PATCH", f"/users/{name}", json={"admin": admin})
+        assert r.status_code == 200, r.text
+        for g in set(current) - set(groups):
+            self.hub("DELETE", f"/groups/{g}/users", json={"users": [name]})
+        for g in set(groups) - set(current):
+            self.ensure_group(g)
+            r = self.hub("POST", f"/groups/{g}/users", json={"users": [name]})
+            assert r.status_code == 200, r.text
+        body: dict[str, Any] = {"note": "test", "expires_in": 3600}
+        if scopes is not None:
+            body["scopes"] = scopes
+        r = self.hub("POST", f"/users/{name}/tokens", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+    # --- the Animus API -------------------------------------------------------
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        r = self.http.request(method, self.api_url + path, headers=headers, timeout=30, **kwargs)
+        if r.status_code != 204:
+            assert r.headers.get("Content-Type", "").startswith("application/json"), (r.status_code, r.headers, r.text[:300])
+        return r
