@@ -27,11 +27,7 @@ TEST_ADMIN_SERVICE = "test-admin"
 
 OVERRIDE = """
 c.JupyterHub.services.append({{"name": "{name}", "api_token": "{token}"}})
-c.JupyterHub.load_roles.append({{
-    "name": "test-admin-role",
-    "services": ["{name}"],
-    "scopes": ["admin:users", "admin:groups", "tokens", "admin:servers", "list:users", "read:users", "access:services"],
-}})
+c.JupyterHub.load_roles.append({{"name": "admin", "services": ["{name}"]}})
 c.JupyterHub.log_level = "WARN"
 c.Authenticator.manage_groups = False
 """

@@ -1,0 +1,235 @@
+"""Every route × every kind of caller, against the real stack: the expected status of each.
+
+The table below is written independently of the code. The test enumerates the
+routes the running application serves; a route (or method) missing from the
+table fails the test, so a new endpoint cannot land without an authorisation
+decision being written down here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from tornado.web import RequestHandler
+
+from animus_hub.apihandlers.base import APIHandler
+from animus_hub.app import AnimusAPI
+
+CALLERS = ["anonymous", "outsider", "viewer", "contributor", "maintainer", "owner", "admin"]
+ROLES = ["viewer", "contributor", "maintainer", "owner"]
+HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def only(ok: int, allowed: set[str], refused_member: int = 403) -> dict[str, int]:
+    """`ok` for the allowed callers, 401 anonymous, 404 outsiders, `refused_member` for the rest."""
+    table = {"anonymous": 401, "outsider": 404}
+    for caller in ["viewer", "contributor", "maintainer", "owner", "admin"]:
+        table[caller] = ok if caller in allowed else refused_member
+    return table
+
+
+def platform(ok: int, allowed: set[str]) -> dict[str, int]:
+    table = {"anonymous": 401}
+    for caller in CALLERS[1:]:
+        table[caller] = ok if caller in allowed else 403
+    return table
+
+
+EVERYONE = set(CALLERS[1:])
+ADMIN = {"admin"}
+VIEWER_UP = {"viewer", "contributor", "maintainer", "owner", "admin"}
+MAINTAINER_UP = {"maintainer", "owner", "admin"}
+OWNER_UP = {"owner", "admin"}
+
+
+@dataclass
+class Case:
+    expected: dict[str, int]
+    body: Callable[[dict], Any] | None = None
+    # prepares state for one call; returns extra path values
+    setup: Callable[[Any, dict], dict] | None = None
+    cleanup: Callable[[Any, dict], None] | None = None
+    query: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _new_member(ctx: Any, values: dict) -> dict:
+    name = ctx.unique("m")
+    r = ctx.api("POST", f"/projects/{ctx.project}/members", ctx.tokens["owner"], json={"kind": "user", "name": name, "role": "viewer"})
+    assert r.status_code == 201, r.text
+    return {"kind": "users", "name": name}
+
+
+def _new_rule(ctx: Any, values: dict) -> dict:
+    r = ctx.api("POST", "/role-mappings", ctx.tokens["admin"], json={"group_pattern": ctx.unique("g") + "-{project}", "role": "viewer"})
+    assert r.status_code == 201, r.text
+    return {"rule_id": str(r.json()["id"])}
+
+
+def _unarchive(ctx: Any, values: dict) -> None:
+    r = ctx.api("POST", f"/projects/{ctx.project}/unarchive", ctx.tokens["admin"])
+    assert r.status_code == 200, r.text
+
+
+# (route as the app declares it, relative to /api/v1, or "ROOT" for the service root) → method → case
+EXPECTED: dict[str, dict[str, Case]] = {
+    "ROOT": {"GET": Case({c: 200 for c in CALLERS})},
+    "/health": {"GET": Case({c: 200 for c in CALLERS})},
+    "/version": {"GET": Case(platform(200, EVERYONE))},
+    "/whoami": {"GET": Case(platform(200, EVERYONE))},
+    "/openapi.json": {"GET": Case(platform(200, EVERYONE))},
+    "/projects": {
+        "GET": Case(platform(200, EVERYONE)),
+        "POST": Case(platform(201, EVERYONE), body=lambda ctx: {"slug": ctx.unique("new")}),
+    },
+    "/projects/{project}": {
+        "GET": Case(only(200, VIEWER_UP)),
+        "PATCH": Case(only(200, MAINTAINER_UP), body=lambda ctx: {"description": "updated"}),
+    },
+    "/projects/{project}/archive": {"POST": Case(only(200, OWNER_UP), cleanup=_unarchive)},
+    "/projects/{project}/unarchive": {"POST": Case(only(200, OWNER_UP))},
+    "/projects/{project}/members": {
+        "GET": Case(only(200, VIEWER_UP)),
+        "POST": Case(only(201, OWNER_UP), body=lambda ctx: {"kind": "user", "name": ctx.unique("u"), "role": "viewer"}),
+    },
+    "/projects/{project}/members/{kind}/{name}": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_member),
+        "PUT": Case(only(200, OWNER_UP), setup=_new_member, body=lambda ctx: {"role": "contributor"}),
+        "DELETE": Case(only(204, OWNER_UP), setup=_new_member),
+    },
+    "/projects/{project}/audit/events": {"GET": Case(only(200, OWNER_UP))},
+    "/audit/events": {"GET": Case(platform(200, ADMIN))},
+    "/audit/head": {"GET": Case(platform(200, ADMIN))},
+    "/role-mappings": {
+        "GET": Case(platform(200, ADMIN)),
+        "POST": Case(platform(201, ADMIN), body=lambda ctx: {"group_pattern": ctx.unique("grp") + "-{project}", "role": "viewer"}),
+    },
+    "/role-mappings/{rule_id}": {"DELETE": Case(platform(204, ADMIN), setup=_new_rule)},
+    # the catch-all: unknown API paths answer 404 to anyone authenticated
+    "/(.*)": {m: Case(platform(404, EVERYONE), extra={"path": "/no/such/route"}) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")},
+}
+
+
+def served_routes() -> list[tuple[str, type[APIHandler]]]:
+    """The routes the application serves, as templates relative to the API prefix."""
+    app = AnimusAPI()
+    prefix = app.base_url + "api/v1"
+    out = []
+    for pattern, cls, _ in app.make_handlers():
+        if pattern.rstrip("?") == app.base_url:
+            out.append(("ROOT", cls))
+            continue
+        assert pattern.startswith(prefix), pattern
+        rel = pattern[len(prefix):]
+        rel = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", rel)
+        rel = "/(.*)" if rel == "(?:/.*)?" else rel
+        out.append((rel, cls))
+    return out
+
+
+def implemented_methods(cls: type) -> set[str]:
+    return {
+        m.upper()
+        for m in HTTP_METHODS
+        if getattr(cls, m) is not getattr(RequestHandler, m)
+    }
+
+
+def test_every_served_route_and_method_has_an_expected_status_for_every_caller():
+    missing = []
+    for route, cls in served_routes():
+        for method in sorted(implemented_methods(cls)):
+            case = EXPECTED.get(route, {}).get(method)
+            if case is None:
+                missing.append(f"{method} {route} ({cls.__name__})")
+            elif set(case.expected) != set(CALLERS):
+                missing.append(f"{method} {route}: callers {set(CALLERS) - set(case.expected)}")
+    assert not missing, "routes without an authorisation expectation in EXPECTED: " + ", ".join(missing)
+    served = {(r, m) for r, cls in served_routes() for m in implemented_methods(cls)}
+    declared = {(r, m) for r, methods in EXPECTED.items() for m in methods}
+    assert declared <= served, f"EXPECTED names routes the app does not serve: {declared - served}"
+
+
+def test_every_implemented_method_declares_an_authorisation_action():
+    for route, cls in served_routes():
+        assert implemented_methods(cls) == set(cls.actions), (
+            f"{cls.__name__} ({route}) implements {sorted(implemented_methods(cls))} "
+            f"but declares actions for {sorted(cls.actions)}"
+        )
+
+
+class Ctx:
+    def __init__(self, stack, unique):
+        self.stack = stack
+        self.unique = unique
+        self.api = stack.api
+        self.tokens: dict[str, str | None] = {"anonymous": None}
+
+
+@pytest.fixture(scope="module")
+def ctx(stack, unique):
+    c = Ctx(stack, unique)
+    c.project = unique("alpha")
+    other = unique("beta")
+    for caller in ["owner", "viewer", "contributor", "maintainer", "outsider"]:
+        c.tokens[caller] = stack.user_token(unique(caller))
+    c.names = {}
+    for caller in ["owner", "viewer", "contributor", "maintainer", "outsider"]:
+        c.names[caller] = stack.api("GET", "/whoami", c.tokens[caller]).json()["name"]
+    c.tokens["admin"] = stack.user_token(unique("admin"), admin=True)
+    assert stack.api("POST", "/projects", c.tokens["owner"], json={"slug": c.project}).status_code == 201
+    assert stack.api("POST", "/projects", c.tokens["outsider"], json={"slug": other}).status_code == 201
+    for role in ["viewer", "contributor", "maintainer"]:
+        r = stack.api("POST", f"/projects/{c.project}/members", c.tokens["owner"], json={"kind": "user", "name": c.names[role], "role": role})
+        assert r.status_code == 201, r.text
+    return c
+
+
+def _path(route: str, ctx: Ctx, values: dict, case: Case) -> str:
+    if route == "ROOT":
+        return None  # type: ignore[return-value]
+    if "path" in case.extra:
+        return case.extra["path"]
+    return route.format(project=ctx.project, **values)
+
+
+def test_route_role_matrix(ctx):
+    failures = []
+    denials = []
+    for route, methods in EXPECTED.items():
+        for method, case in methods.items():
+            for caller in CALLERS:
+                values = case.setup(ctx, {}) if case.setup else {}
+                body = case.body(ctx) if case.body else None
+                token = ctx.tokens[caller]
+                if route == "ROOT":
+                    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                    r = ctx.stack.http.request(method, ctx.stack.url + "/services/animus/", headers=headers, timeout=30)
+                    path = "/services/animus/"
+                else:
+                    path = _path(route, ctx, values, case)
+                    r = ctx.api(method, path, token, json=body)
+                want = case.expected[caller]
+                if r.status_code != want:
+                    failures.append(f"{method} {route} as {caller}: got {r.status_code}, expected {want}: {r.text[:200]}")
+                elif r.status_code >= 400:
+                    err = r.json()
+                    assert set(err) == {"status", "reason", "message", "details"} and err["status"] == want
+                    if want in (401, 403) or (want == 404 and caller == "outsider" and "{project}" in route):
+                        denials.append((caller, method, path))
+                if case.cleanup and r.status_code < 300:
+                    case.cleanup(ctx, values)
+    assert not failures, "\n".join(failures)
+    # every denial is in the audit trail, with outcome "denied"
+    denied = ctx.api("GET", "/audit/events", ctx.tokens["admin"], params={"outcome": "denied", "limit": 5000}).json()["items"]
+    seen = {(e["actor"] or "", e["details"].get("method"), e["resource"]) for e in denied}
+    name_of = {**ctx.names, "anonymous": "", "admin": None}
+    missing = [
+        d for d in denials
+        if (name_of.get(d[0]) or "", d[1], "/services/animus/api/v1" + d[2]) not in seen and d[0] != "admin"
+    ]
+    assert not missing, f"denied requests not audited: {missing[:10]}"
