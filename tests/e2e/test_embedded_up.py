@@ -41,14 +41,19 @@ async ([wsUrl, ms]) => new Promise((resolve) => {
 """
 
 
-def wait_for(check, timeout: float, interval: float = 0.5, what: str = "condition"):
+def wait_for(
+    check, timeout: float, interval: float = 0.5, what: str = "condition", detail=None
+):
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            extra = f"\n{detail()}" if detail else ""
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}{extra}"
+            )
         time.sleep(interval)
 
 
@@ -169,37 +174,39 @@ def test_up_login_terminal_audit_restart(tmp_path, browser, animus_runs, artifac
         60,
         what="a shell prompt",
     )
-    terminal.click()
-    page.keyboard.type("animus projects create demo")
-    page.keyboard.press("Enter")
-
-    def create_output() -> str:
-        t = terminal_text()
-        return t if ("created project demo" in t or "error" in t.lower()) else ""
-
-    text = wait_for(
-        create_output,
-        90,
-        interval=1,
-        what="the output of `animus projects create demo`",
-    )
-    assert "created project demo" in text, f"terminal shows:\n{text[-2000:]}"
-
-    page.keyboard.type("animus audit export --project demo > audit-demo.jsonl")
-    page.keyboard.press("Enter")
-    export = data_dir / "workspaces" / user / "audit-demo.jsonl"
-
-    def created_event():
-        return next(
-            (
-                e
-                for e in audit_lines(export)
-                if e.get("action") == "project.create" and e.get("project") == "demo"
-            ),
-            None,
-        )
-
     try:
+        terminal.click()
+        page.keyboard.type("animus projects create demo")
+        page.keyboard.press("Enter")
+
+        def create_output() -> str:
+            t = terminal_text()
+            return t if ("created project demo" in t or "error" in t.lower()) else ""
+
+        text = wait_for(
+            create_output,
+            90,
+            interval=1,
+            what="the output of `animus projects create demo`",
+            detail=lambda: f"terminal shows:\n{terminal_text()[-2000:]}",
+        )
+        assert "created project demo" in text, f"terminal shows:\n{text[-2000:]}"
+
+        page.keyboard.type("animus audit export --project demo > audit-demo.jsonl")
+        page.keyboard.press("Enter")
+        export = data_dir / "workspaces" / user / "audit-demo.jsonl"
+
+        def created_event():
+            return next(
+                (
+                    e
+                    for e in audit_lines(export)
+                    if e.get("action") == "project.create"
+                    and e.get("project") == "demo"
+                ),
+                None,
+            )
+
         event = wait_for(
             created_event,
             90,

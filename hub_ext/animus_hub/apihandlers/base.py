@@ -25,7 +25,7 @@ from tornado import web
 from .. import audit
 from ..auth.identity import token_from_header
 from ..auth.principal import ANONYMOUS, Principal
-from ..auth.rbac import PROJECT_ACTIONS, Authorizer
+from ..auth.rbac import PLATFORM_ACTIONS, PROJECT_ACTIONS, Authorizer
 from ..errors import AnimusError
 from ..orm import IdempotencyRecord, Project, Role, utcnow
 from ..schemas import Strict, parse_body
@@ -84,10 +84,16 @@ class APIHandler(web.RequestHandler):
         incoming = self.request.headers.get("X-Request-Id", "")
         self.request_id = incoming[:64] if incoming.isprintable() and incoming else uuid.uuid4().hex
         self.set_header("X-Request-Id", self.request_id)
-        self.action = self.actions.get(self.request.method or "", "")
+        method = self.request.method or ""
+        if getattr(type(self), method.lower(), None) is getattr(web.RequestHandler, method.lower(), None):
+            allowed = ", ".join(sorted(self.actions))
+            self.set_header("Allow", allowed)
+            raise AnimusError(405, "method_not_allowed", f"{method} is not supported here (allowed: {allowed})")
+        self.action = self.actions.get(method, "")
         if not self.action:
+            # an implemented method without a declared action is our bug: fail closed
             raise AnimusError(500, "no_authorization_rule", "This route has no authorisation rule for this method")
-        length = int(self.request.headers.get("Content-Length") or 0)
+        length = len(self.request.body or b"")
         if length > self.settings["max_request_body"]:
             raise AnimusError(
                 413,
@@ -95,6 +101,8 @@ class APIHandler(web.RequestHandler):
                 f"Request body of {length} bytes exceeds the limit of {self.settings['max_request_body']}",
                 {"limit": self.settings["max_request_body"]},
             )
+        if PLATFORM_ACTIONS.get(self.action) == "public":
+            return  # health probes: no identity needed, none looked up
         token = token_from_header(self.request.headers.get("Authorization"))
         self.principal = await self.settings["identifier"].identify(self.db, token)
         if self.action in PROJECT_ACTIONS:

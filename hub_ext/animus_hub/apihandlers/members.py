@@ -47,7 +47,7 @@ class MemberAPIHandler(APIHandler):
             svc.member_json(m),
             audit_action="member.update",
             resource=f"project/{project}/members/{kind}/{name}",
-            details={"role": data.role, "previous_role": previous},
+            details={"role": data.role, "previous_role": previous or data.role, "changed": previous is not None},
         )
 
     def delete(self, project: str, kind: str, name: str) -> None:
