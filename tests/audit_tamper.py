@@ -53,7 +53,9 @@ def delete_row(engine: Engine, seq: int) -> dict:
 def insert_row(engine: Engine, row: dict) -> None:
     with triggers_disabled(engine) as conn:
         cols = ", ".join(row)
-        conn.execute(text(f"INSERT INTO audit_event ({cols}) VALUES ({', '.join(':' + c for c in row)})"), _bindable(conn, row))
+        conn.execute(
+            text(f"INSERT INTO audit_event ({cols}) VALUES ({', '.join(':' + c for c in row)})"), _bindable(conn, row)
+        )
 
 
 def swap_rows(engine: Engine, a: int, b: int) -> None:

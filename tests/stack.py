@@ -14,12 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
-
 from animus_hub.embedded import prepare_data_dir, stop_leftovers, wait_until_up
 from animus_hub.hubconfig import API_PATH, EmbeddedSettings, find_proxy_command
 
@@ -129,7 +127,9 @@ class HubStack:
         r = self.hub("POST", f"/groups/{group}")
         assert r.status_code in (201, 409), r.text
 
-    def user_token(self, name: str, groups: list[str] | tuple[str, ...] = (), admin: bool = False, scopes: list[str] | None = None) -> str:
+    def user_token(
+        self, name: str, groups: list[str] | tuple[str, ...] = (), admin: bool = False, scopes: list[str] | None = None
+    ) -> str:
         """Create (or update) hub user `name` with exactly `groups`, and return a new API token."""
         r = self.hub("GET", f"/users/{name}")
         if r.status_code == 404:
@@ -161,5 +161,9 @@ class HubStack:
             headers["Authorization"] = f"Bearer {token}"
         r = self.http.request(method, self.api_url + path, headers=headers, timeout=30, **kwargs)
         if r.status_code != 204:
-            assert r.headers.get("Content-Type", "").startswith("application/json"), (r.status_code, r.headers, r.text[:300])
+            assert r.headers.get("Content-Type", "").startswith("application/json"), (
+                r.status_code,
+                r.headers,
+                r.text[:300],
+            )
         return r

@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from sqlalchemy import text
-
 import audit_tamper
+import pytest
 from animus_hub import db as dbmod
+from sqlalchemy import text
 
 
 def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -139,7 +138,9 @@ def test_audit_verify_names_the_tampered_row_each_time(stack, admin_env, unique)
         old = audit_tamper.edit_row(engine, 1, "mallory")
         off = subprocess.run(
             [sys.executable, "-m", "animus_hub.cli", "audit-verify", "--db-url", stack.db_url],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert off.returncode == 1 and "seq=1 " in off.stdout
         audit_tamper.edit_row(engine, 1, old)
@@ -165,7 +166,10 @@ def test_animus_hub_users_file_management(tmp_path):
     def hub(*args, stdin=None):
         return subprocess.run(
             [sys.executable, "-m", "animus_hub.cli", "users", *args, "--data-dir", str(tmp_path)],
-            input=stdin, capture_output=True, text=True, timeout=60,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     assert hub("add", "alice", "--group", "ml-fraud-admins", "--password-stdin", stdin="s3cret-pass\n").returncode == 0

@@ -8,17 +8,18 @@ import sys
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
-
 from animus_hub import db as dbmod
 from animus_hub.orm import Base
+from sqlalchemy import inspect, text
 
 
 def test_empty_database_gets_the_newest_schema_at_start(fresh_db_url):
     engine = dbmod.make_engine(fresh_db_url)
     dbmod.ensure_schema(engine, fresh_db_url)
     assert dbmod.current_revision(engine) == dbmod.head_revision()
-    assert {"project", "project_member", "audit_event", "outbox_event", "token"} <= set(inspect(engine).get_table_names())
+    assert {"project", "project_member", "audit_event", "outbox_event", "token"} <= set(
+        inspect(engine).get_table_names()
+    )
 
 
 def test_models_and_migrations_do_not_drift(fresh_db_url):
@@ -74,7 +75,10 @@ def test_start_up_refuses_a_foreign_database(fresh_db_url):
 
 def test_upgrade_db_command_migrates_and_reports(fresh_db_url):
     run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "animus_hub.cli", *args, "--db-url", fresh_db_url], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "animus_hub.cli", *args, "--db-url", fresh_db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     behind = run("db-revision")
     assert behind.returncode == 1 and '"up_to_date": false' in behind.stdout

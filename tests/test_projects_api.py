@@ -7,11 +7,10 @@ import json
 import uuid
 
 import pytest
-from sqlalchemy import select
-
 from animus_hub import db as dbmod
 from animus_hub.auth.tokens import issue_token
 from animus_hub.orm import Project, ServiceAccount, utcnow
+from sqlalchemy import select
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,10 @@ def test_project_lifecycle(stack, alice, unique):
     assert stack.api("POST", f"/projects/{slug}/unarchive", token).json()["archived"] is False
     events = stack.api("GET", f"/projects/{slug}/audit/events", token).json()["items"]
     assert [e["action"] for e in events if e["outcome"] == "success"] == [
-        "project.create", "project.update", "project.archive", "project.unarchive"
+        "project.create",
+        "project.update",
+        "project.archive",
+        "project.unarchive",
     ]
     assert all(e["actor"] == name and e["project"] == slug for e in events)
 
@@ -72,7 +74,9 @@ def test_project_creation_is_in_the_outbox(stack, alice, unique):
     from animus_hub.orm import OutboxEvent
 
     with dbmod.make_session_factory(engine)() as s:
-        types = s.scalars(select(OutboxEvent.type).join(Project, OutboxEvent.project_id == Project.id).where(Project.slug == slug)).all()
+        types = s.scalars(
+            select(OutboxEvent.type).join(Project, OutboxEvent.project_id == Project.id).where(Project.slug == slug)
+        ).all()
     engine.dispose()
     assert types == ["ProjectCreated"]
 
@@ -89,7 +93,10 @@ def test_members_roles_and_last_owner(stack, alice, unique):
     assert stack.api("GET", f"/projects/{slug}", bob_token).json()["role"] == "viewer"
     r = stack.api("POST", f"/projects/{slug}/members", token, json={"kind": "user", "name": bob, "role": "owner"})
     assert r.status_code == 409 and r.json()["reason"] == "member_exists"
-    assert stack.api("PUT", f"/projects/{slug}/members/users/{bob}", token, json={"role": "maintainer"}).json()["role"] == "maintainer"
+    assert (
+        stack.api("PUT", f"/projects/{slug}/members/users/{bob}", token, json={"role": "maintainer"}).json()["role"]
+        == "maintainer"
+    )
     # the only owner cannot be demoted or removed
     r = stack.api("PUT", f"/projects/{slug}/members/users/{name}", token, json={"role": "viewer"})
     assert r.status_code == 409 and r.json()["reason"] == "last_owner"
@@ -110,7 +117,9 @@ def test_group_membership_grants_the_group_role(stack, alice, unique):
     assert stack.api("GET", f"/projects/{slug}", carol).json()["role"] == "contributor"
     # the highest of several grants wins
     dave_name = unique("dave")
-    stack.api("POST", f"/projects/{slug}/members", token, json={"kind": "user", "name": dave_name, "role": "maintainer"})
+    stack.api(
+        "POST", f"/projects/{slug}/members", token, json={"kind": "user", "name": dave_name, "role": "maintainer"}
+    )
     dave = stack.user_token(dave_name, groups=[group])
     assert stack.api("GET", f"/projects/{slug}", dave).json()["role"] == "maintainer"
 
@@ -139,11 +148,19 @@ def test_role_mapping_rules_added_through_the_api_apply_at_once(stack, alice, ad
     group = unique("science")
     gina = stack.user_token(unique("gina"), groups=[group])
     assert stack.api("GET", f"/projects/{slug}", gina).status_code == 404
-    r = stack.api("POST", "/role-mappings", admin_token, json={"group_pattern": group, "project": slug, "role": "contributor"})
+    r = stack.api(
+        "POST", "/role-mappings", admin_token, json={"group_pattern": group, "project": slug, "role": "contributor"}
+    )
     assert r.status_code == 201 and r.json()["source"] == "api"
     assert stack.api("GET", f"/projects/{slug}", gina).json()["role"] == "contributor"
     rules = stack.api("GET", "/role-mappings", admin_token).json()["items"]
-    assert {"group_pattern": "ml-{project}-admins", "role": "owner", "project": None, "source": "config", "id": None} in rules
+    assert {
+        "group_pattern": "ml-{project}-admins",
+        "role": "owner",
+        "project": None,
+        "source": "config",
+        "id": None,
+    } in rules
     assert stack.api("DELETE", f"/role-mappings/{r.json()['id']}", admin_token).status_code == 204
     assert stack.api("GET", f"/projects/{slug}", gina).status_code == 404
 
@@ -235,13 +252,19 @@ def test_bad_project_bodies_are_refused_and_change_nothing(stack, alice, admin_t
     after = counts(stack, admin_token)
     assert after[0] == before[0]
     # the only new audit event is the failed attempt itself
-    new = stack.api("GET", "/audit/events", admin_token, params={"limit": 5000}).json()["items"][before[1]:]
+    new = stack.api("GET", "/audit/events", admin_token, params={"limit": 5000}).json()["items"][before[1] :]
     assert [(e["outcome"], e["actor"]) for e in new if e["action"] == "projects:create"] == [("failure", alice[0])]
 
 
 def test_oversize_body_is_refused_with_413(stack, alice):
     _, token = alice
-    r = stack.api("POST", "/projects", token, data=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers={"Content-Type": "application/json"})
+    r = stack.api(
+        "POST",
+        "/projects",
+        token,
+        data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 413 and r.json()["reason"] == "request_too_large"
 
 
@@ -292,9 +315,18 @@ def test_service_account_token_is_bound_to_its_project(stack, alice, unique):
         sa = ServiceAccount(project_id=project.id, name="ci", role="maintainer", created_by="test")
         s.add(sa)
         _, value = issue_token(s, kind="service_account", project=project, created_by="test", service_account=sa)
-        tok, expired = issue_token(s, kind="service_account", project=project, created_by="test", service_account=sa, expires_in=dt.timedelta(seconds=-1))
+        tok, expired = issue_token(
+            s,
+            kind="service_account",
+            project=project,
+            created_by="test",
+            service_account=sa,
+            expires_in=dt.timedelta(seconds=-1),
+        )
         s.commit()
-        _, revoked_value = issue_token(s, kind="service_account", project=project, created_by="test", service_account=sa)
+        _, revoked_value = issue_token(
+            s, kind="service_account", project=project, created_by="test", service_account=sa
+        )
         s.commit()
         revoked_row = s.scalars(select(type(tok)).order_by(type(tok).id.desc())).first()
         revoked_row.revoked_at = utcnow()

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from tornado.web import RequestHandler
-
 from animus_hub.apihandlers.base import APIHandler
 from animus_hub.app import AnimusAPI
+from tornado.web import RequestHandler
 
 CALLERS = ["anonymous", "outsider", "viewer", "contributor", "maintainer", "owner", "admin"]
 ROLES = ["viewer", "contributor", "maintainer", "owner"]
@@ -59,13 +58,23 @@ class Case:
 
 def _new_member(ctx: Any, values: dict) -> dict:
     name = ctx.unique("m")
-    r = ctx.api("POST", f"/projects/{ctx.project}/members", ctx.tokens["owner"], json={"kind": "user", "name": name, "role": "viewer"})
+    r = ctx.api(
+        "POST",
+        f"/projects/{ctx.project}/members",
+        ctx.tokens["owner"],
+        json={"kind": "user", "name": name, "role": "viewer"},
+    )
     assert r.status_code == 201, r.text
     return {"kind": "users", "name": name}
 
 
 def _new_rule(ctx: Any, values: dict) -> dict:
-    r = ctx.api("POST", "/role-mappings", ctx.tokens["admin"], json={"group_pattern": ctx.unique("g") + "-{project}", "role": "viewer"})
+    r = ctx.api(
+        "POST",
+        "/role-mappings",
+        ctx.tokens["admin"],
+        json={"group_pattern": ctx.unique("g") + "-{project}", "role": "viewer"},
+    )
     assert r.status_code == 201, r.text
     return {"rule_id": str(r.json()["id"])}
 
@@ -106,11 +115,16 @@ EXPECTED: dict[str, dict[str, Case]] = {
     "/audit/head": {"GET": Case(platform(200, ADMIN))},
     "/role-mappings": {
         "GET": Case(platform(200, ADMIN)),
-        "POST": Case(platform(201, ADMIN), body=lambda ctx: {"group_pattern": ctx.unique("grp") + "-{project}", "role": "viewer"}),
+        "POST": Case(
+            platform(201, ADMIN), body=lambda ctx: {"group_pattern": ctx.unique("grp") + "-{project}", "role": "viewer"}
+        ),
     },
     "/role-mappings/{rule_id}": {"DELETE": Case(platform(204, ADMIN), setup=_new_rule)},
     # the catch-all: unknown API paths answer 404 to anyone authenticated
-    "/(.*)": {m: Case(platform(404, EVERYONE), extra={"path": "/no/such/route"}) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")},
+    "/(.*)": {
+        m: Case(platform(404, EVERYONE), extra={"path": "/no/such/route"})
+        for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+    },
 }
 
 
@@ -124,7 +138,7 @@ def served_routes() -> list[tuple[str, type[APIHandler]]]:
             out.append(("ROOT", cls))
             continue
         assert pattern.startswith(prefix), pattern
-        rel = pattern[len(prefix):]
+        rel = pattern[len(prefix) :]
         rel = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", rel)
         rel = "/(.*)" if rel == "(?:/.*)?" else rel
         out.append((rel, cls))
@@ -132,11 +146,7 @@ def served_routes() -> list[tuple[str, type[APIHandler]]]:
 
 
 def implemented_methods(cls: type) -> set[str]:
-    return {
-        m.upper()
-        for m in HTTP_METHODS
-        if getattr(cls, m) is not getattr(RequestHandler, m)
-    }
+    return {m.upper() for m in HTTP_METHODS if getattr(cls, m) is not getattr(RequestHandler, m)}
 
 
 def test_every_served_route_and_method_has_an_expected_status_for_every_caller():
@@ -184,7 +194,12 @@ def ctx(stack, unique):
     assert stack.api("POST", "/projects", c.tokens["owner"], json={"slug": c.project}).status_code == 201
     assert stack.api("POST", "/projects", c.tokens["outsider"], json={"slug": other}).status_code == 201
     for role in ["viewer", "contributor", "maintainer"]:
-        r = stack.api("POST", f"/projects/{c.project}/members", c.tokens["owner"], json={"kind": "user", "name": c.names[role], "role": role})
+        r = stack.api(
+            "POST",
+            f"/projects/{c.project}/members",
+            c.tokens["owner"],
+            json={"kind": "user", "name": c.names[role], "role": role},
+        )
         assert r.status_code == 201, r.text
     return c
 
@@ -215,7 +230,9 @@ def test_route_role_matrix(ctx):
                     r = ctx.api(method, path, token, json=body)
                 want = case.expected[caller]
                 if r.status_code != want:
-                    failures.append(f"{method} {route} as {caller}: got {r.status_code}, expected {want}: {r.text[:200]}")
+                    failures.append(
+                        f"{method} {route} as {caller}: got {r.status_code}, expected {want}: {r.text[:200]}"
+                    )
                 elif r.status_code >= 400:
                     err = r.json()
                     assert set(err) == {"status", "reason", "message", "details"} and err["status"] == want
@@ -225,11 +242,14 @@ def test_route_role_matrix(ctx):
                     case.cleanup(ctx, values)
     assert not failures, "\n".join(failures)
     # every denial is in the audit trail, with outcome "denied"
-    denied = ctx.api("GET", "/audit/events", ctx.tokens["admin"], params={"outcome": "denied", "limit": 5000}).json()["items"]
+    denied = ctx.api("GET", "/audit/events", ctx.tokens["admin"], params={"outcome": "denied", "limit": 5000}).json()[
+        "items"
+    ]
     seen = {(e["actor"] or "", e["details"].get("method"), e["resource"]) for e in denied}
     name_of = {**ctx.names, "anonymous": "", "admin": None}
     missing = [
-        d for d in denials
+        d
+        for d in denials
         if (name_of.get(d[0]) or "", d[1], "/services/animus/api/v1" + d[2]) not in seen and d[0] != "admin"
     ]
     assert not missing, f"denied requests not audited: {missing[:10]}"

@@ -60,9 +60,7 @@ class AnimusAPI(Application):
     def _service_url_default(self) -> str:
         return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8090")
 
-    base_url = Unicode(help="URL prefix the proxy routes to this service (JUPYTERHUB_SERVICE_PREFIX).").tag(
-        config=True
-    )
+    base_url = Unicode(help="URL prefix the proxy routes to this service (JUPYTERHUB_SERVICE_PREFIX).").tag(config=True)
 
     @default("base_url")
     def _base_url_default(self) -> str:

@@ -109,7 +109,9 @@ def chain_head(session: Session) -> dict[str, Any]:
 def iter_events(session: Session, batch: int = 2000) -> Iterator[dict[str, Any]]:
     after = 0
     while True:
-        rows = session.scalars(select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(batch)).all()
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(batch)
+        ).all()
         if not rows:
             return
         for e in rows:

@@ -91,7 +91,9 @@ def _userfile(data_dir: str):
 @click.option("--password", help="The password; prompted for when omitted (or read from stdin with --password-stdin).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @data_dir_option
-def users_add(name: str, groups: tuple[str, ...], admin: bool, password: str | None, password_stdin: bool, data_dir: str) -> None:
+def users_add(
+    name: str, groups: tuple[str, ...], admin: bool, password: str | None, password_stdin: bool, data_dir: str
+) -> None:
     """Add or update user NAME (groups are replaced by the ones given)."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")

@@ -62,7 +62,7 @@ class EmbeddedSettings:
 
     @property
     def public_url(self) -> str:
-        host = "127.0.0.1" if self.ip in ("", "0.0.0.0") else self.ip
+        host = "127.0.0.1" if self.ip in ("", "0.0.0.0") else self.ip  # noqa: S104 (reaching, not binding)
         return f"http://{host}:{self.port}"
 
 

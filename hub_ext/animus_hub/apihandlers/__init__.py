@@ -1,6 +1,6 @@
 """animus-api REST handlers, one module per resource, each ending with ``default_handlers``."""
 
-from . import audit, meta, members, projects, rolemappings
+from . import audit, members, meta, projects, rolemappings
 
 MODULES = [meta, projects, members, audit, rolemappings]
 

@@ -25,7 +25,11 @@ class _AuditReadHandler(APIHandler):
             raw = self.get_query_argument(arg, None)
             if raw:
                 stmt = stmt.where(op(_parse_time(arg, raw)))
-        for arg, column in (("actor", AuditEvent.actor), ("action", AuditEvent.action), ("outcome", AuditEvent.outcome)):
+        for arg, column in (
+            ("actor", AuditEvent.actor),
+            ("action", AuditEvent.action),
+            ("outcome", AuditEvent.outcome),
+        ):
             raw = self.get_query_argument(arg, None)
             if raw:
                 stmt = stmt.where(column == raw)
@@ -39,7 +43,9 @@ def _parse_time(name: str, raw: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise AnimusError(400, "invalid_argument", f"{name} must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+        raise AnimusError(
+            400, "invalid_argument", f"{name} must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 

@@ -129,8 +129,12 @@ class APIHandler(web.RequestHandler):
         if key is None:
             return
         if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
-            raise AnimusError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1–{IDEMPOTENCY_KEY_MAX} printable characters")
-        digest = hashlib.sha256(self.request.method.encode() + b" " + self.request.path.encode() + b"\n" + self.request.body).hexdigest()
+            raise AnimusError(
+                400, "invalid_idempotency_key", f"Idempotency-Key must be 1–{IDEMPOTENCY_KEY_MAX} printable characters"
+            )
+        digest = hashlib.sha256(
+            self.request.method.encode() + b" " + self.request.path.encode() + b"\n" + self.request.body
+        ).hexdigest()
         previous = self.db.scalar(
             select(IdempotencyRecord).where(
                 IdempotencyRecord.principal == self.principal.key, IdempotencyRecord.key == key
@@ -163,7 +167,9 @@ class APIHandler(web.RequestHandler):
             raise AnimusError(400, "invalid_json", "The body is not UTF-8") from None
         except json.JSONDecodeError as e:
             raise AnimusError(
-                400, "invalid_json", f"Malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
+                400,
+                "invalid_json",
+                f"Malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
                 {"line": e.lineno, "column": e.colno},
             ) from None
         if not isinstance(data, dict):
@@ -250,7 +256,13 @@ class APIHandler(web.RequestHandler):
             return
         if isinstance(value, web.HTTPError) and value.status_code < 500:
             return
-        log.error("Unhandled error in %s %s [%s]", self.request.method, self.request.path, getattr(self, "request_id", ""), exc_info=(typ, value, tb))
+        log.error(
+            "Unhandled error in %s %s [%s]",
+            self.request.method,
+            self.request.path,
+            getattr(self, "request_id", ""),
+            exc_info=(typ, value, tb),
+        )
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

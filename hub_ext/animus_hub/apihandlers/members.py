@@ -15,7 +15,9 @@ class MemberListAPIHandler(APIHandler):
     actions = {"GET": "members:read", "POST": "members:write"}
 
     def get(self, project: str) -> None:
-        rows, next_cursor = svc.list_members(self.db, self.project, self.limit_arg(), self.get_query_argument("cursor", None))
+        rows, next_cursor = svc.list_members(
+            self.db, self.project, self.limit_arg(), self.get_query_argument("cursor", None)
+        )
         self.write_json({"items": [svc.member_json(m) for m in rows], "next_cursor": next_cursor})
 
     def post(self, project: str) -> None:

@@ -20,7 +20,9 @@ class RoleMappingListAPIHandler(APIHandler):
         data = self.json_body(RoleMappingCreate)
         rule = svc.create_rule(self.db, data, self.principal.name)
         body = svc.rule_json(RuleSpec(rule.group_pattern, Role[rule.role], data.project, source="api", id=rule.id))
-        self.commit_and_write(body, 201, audit_action="role_mapping.create", resource=f"role-mappings/{rule.id}", details=body)
+        self.commit_and_write(
+            body, 201, audit_action="role_mapping.create", resource=f"role-mappings/{rule.id}", details=body
+        )
 
 
 class RoleMappingAPIHandler(APIHandler):
@@ -30,7 +32,9 @@ class RoleMappingAPIHandler(APIHandler):
         rule = svc.find_rule(self.db, rule_id)
         details = {"group_pattern": rule.group_pattern, "role": rule.role}
         self.db.delete(rule)
-        self.commit_and_write(None, 204, audit_action="role_mapping.delete", resource=f"role-mappings/{rule_id}", details=details)
+        self.commit_and_write(
+            None, 204, audit_action="role_mapping.delete", resource=f"role-mappings/{rule_id}", details=details
+        )
 
 
 default_handlers = [

@@ -136,31 +136,29 @@ class Authorizer:
             return sorted(grants, key=lambda g: g.role, reverse=True)
         if principal.kind != "user":
             return grants
-        conditions = [
-            (ProjectMember.principal_kind == "user") & (ProjectMember.principal_name == principal.name)
-        ]
+        conditions = [(ProjectMember.principal_kind == "user") & (ProjectMember.principal_name == principal.name)]
         if principal.groups:
             conditions.append(
-                (ProjectMember.principal_kind == "group")
-                & (ProjectMember.principal_name.in_(sorted(principal.groups)))
+                (ProjectMember.principal_kind == "group") & (ProjectMember.principal_name.in_(sorted(principal.groups)))
             )
-        for m in session.scalars(
-            select(ProjectMember).where(ProjectMember.project_id == project.id, or_(*conditions))
-        ):
+        for m in session.scalars(select(ProjectMember).where(ProjectMember.project_id == project.id, or_(*conditions))):
             grants.append(Grant(Role[m.role], m.principal_kind, m.principal_name))
         if principal.groups:
             for rule in self.rules(session):
                 if PROJECT_PLACEHOLDER in rule.group_pattern:
                     matched = [
-                        g for g in principal.groups if (m := _pattern_regex(rule.group_pattern).match(g))
-                        and m.group("project") == project.slug
+                        g
+                        for g in principal.groups
+                        if (m := _pattern_regex(rule.group_pattern).match(g)) and m.group("project") == project.slug
                     ]
                 elif rule.project == project.slug:
                     matched = [g for g in principal.groups if g == rule.group_pattern]
                 else:
                     matched = []
                 for g in matched:
-                    grants.append(Grant(rule.role, "rule", f"group {g} matches rule {rule.group_pattern!r} ({rule.source})"))
+                    grants.append(
+                        Grant(rule.role, "rule", f"group {g} matches rule {rule.group_pattern!r} ({rule.source})")
+                    )
         return sorted(grants, key=lambda g: g.role, reverse=True)
 
     def role_in(self, session: Session, principal: Principal, project: Project) -> Role | None:
@@ -178,8 +176,7 @@ class Authorizer:
         member_kinds = [(ProjectMember.principal_kind == "user") & (ProjectMember.principal_name == principal.name)]
         if principal.groups:
             member_kinds.append(
-                (ProjectMember.principal_kind == "group")
-                & ProjectMember.principal_name.in_(sorted(principal.groups))
+                (ProjectMember.principal_kind == "group") & ProjectMember.principal_name.in_(sorted(principal.groups))
             )
         conditions = [Project.id.in_(select(ProjectMember.project_id).where(or_(*member_kinds)))]
         slugs: set[str] = set()

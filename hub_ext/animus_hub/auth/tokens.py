@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ..orm import Project, Role, ServiceAccount, Token, utcnow
 from .principal import Principal
 
-TOKEN_PREFIX = "anm_"
+TOKEN_PREFIX = "anm_"  # noqa: S105 (a prefix, not a secret)
 _TOKEN_RE = re.compile(r"^anm_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 # last_used_at is written at most this often per token, not on every request
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)

@@ -31,11 +31,15 @@ def kind_from_segment(segment: str) -> str:
     try:
         return KIND_SEGMENTS[segment]
     except KeyError:
-        raise AnimusError(404, "not_found", "Members are addressed as members/users/<name> or members/groups/<name>") from None
+        raise AnimusError(
+            404, "not_found", "Members are addressed as members/users/<name> or members/groups/<name>"
+        ) from None
 
 
 def list_members(session: Session, project: Project, limit: int, cursor: str | None):
-    return page(session, select(ProjectMember).where(ProjectMember.project_id == project.id), ProjectMember.id, limit, cursor)
+    return page(
+        session, select(ProjectMember).where(ProjectMember.project_id == project.id), ProjectMember.id, limit, cursor
+    )
 
 
 def find_member(session: Session, project: Project, kind: str, name: str) -> ProjectMember:

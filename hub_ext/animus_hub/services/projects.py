@@ -42,9 +42,7 @@ def find_project(session: Session, slug: str) -> Project | None:
 
 def ensure_active(project: Project) -> None:
     if project.archived_at is not None:
-        raise AnimusError(
-            409, "project_archived", f"Project {project.slug!r} is archived; unarchive it to change it"
-        )
+        raise AnimusError(409, "project_archived", f"Project {project.slug!r} is archived; unarchive it to change it")
 
 
 def create_project(session: Session, principal: Principal, data: ProjectCreate) -> Project:
@@ -111,7 +109,5 @@ def set_archived(session: Session, principal: Principal, project: Project, archi
     now = utcnow()
     project.archived_at = now if archived else None
     project.updated_at = now
-    record_event(
-        session, "ProjectArchived" if archived else "ProjectUnarchived", {"by": principal.name}, project
-    )
+    record_event(session, "ProjectArchived" if archived else "ProjectUnarchived", {"by": principal.name}, project)
     return True

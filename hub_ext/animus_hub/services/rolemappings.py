@@ -28,14 +28,18 @@ def create_rule(session: Session, data: RoleMappingCreate, by: str) -> RoleMappi
     validate_group_pattern(data.group_pattern)
     has_placeholder = PROJECT_PLACEHOLDER in data.group_pattern
     if has_placeholder and data.project:
-        raise AnimusError(422, "invalid_rule", "A rule with {project} in its pattern applies to every project: omit 'project'")
+        raise AnimusError(
+            422, "invalid_rule", "A rule with {project} in its pattern applies to every project: omit 'project'"
+        )
     if not has_placeholder and not data.project:
         raise AnimusError(422, "invalid_rule", "A rule for an exact group name must name its 'project'")
     project_id = None
     if data.project:
         project = find_project(session, data.project)
         if project is None:
-            raise AnimusError(422, "project_not_found", f"Project {data.project!r} does not exist", {"project": data.project})
+            raise AnimusError(
+                422, "project_not_found", f"Project {data.project!r} does not exist", {"project": data.project}
+            )
         project_id = project.id
     exists = session.scalar(
         select(RoleMappingRule).where(

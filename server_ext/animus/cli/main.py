@@ -52,9 +52,9 @@ def print_table(rows: Iterable[dict], columns: list[str]) -> None:
         return
     cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=False)).rstrip())
     for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
 
 
 def print_json(value: Any) -> None:
@@ -77,7 +77,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where all data lives (default: your user data directory).")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="Where all data lives (default: your user data directory)."
+)
 @click.option("--ip", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port of the web UI and API.")
 def up(data_dir: str | None, ip: str, port: int) -> None:
@@ -220,7 +222,9 @@ def members() -> None:
     """Manage who holds which role in a project (viewer < contributor < maintainer < owner)."""
 
 
-kind_option = click.option("--group", "is_group", is_flag=True, help="NAME is a group (from your IdP or JupyterHub), not a user.")
+kind_option = click.option(
+    "--group", "is_group", is_flag=True, help="NAME is a group (from your IdP or JupyterHub), not a user."
+)
 
 
 @members.command("ls")
@@ -285,9 +289,16 @@ def audit() -> None:
 @click.option("--until", help="Before this time (ISO 8601).")
 @click.option("--actor", help="Only events by this user or service account.")
 @click.option("--action", help="Only this action, e.g. project.create.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of standard output.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to this file instead of standard output.",
+)
 @api_command
-def audit_export(project: str | None, since: str | None, until: str | None, actor: str | None, action: str | None, output: str | None) -> None:
+def audit_export(
+    project: str | None, since: str | None, until: str | None, actor: str | None, action: str | None, output: str | None
+) -> None:
     """Export audit events as JSON lines, oldest first."""
     events = _client().audit_events(project=project, since=since, until=until, actor=actor, action=action)
     out = open(output, "w") if output else sys.stdout
@@ -300,7 +311,12 @@ def audit_export(project: str | None, since: str | None, until: str | None, acto
 
 
 @audit.command("verify")
-@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False), help="Verify an unfiltered export file instead of the live trail.")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Verify an unfiltered export file instead of the live trail.",
+)
 @api_command
 def audit_verify(path: str | None) -> None:
     """Check the audit hash chain and name the first bad event (exit status 1 if broken).
