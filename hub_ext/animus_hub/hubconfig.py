@@ -6,6 +6,7 @@ spawner, SQLite databases and a local object store, all under one data directory
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -142,8 +143,14 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     c.Spawner.http_timeout = 60
     c.Spawner.start_timeout = 120
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    c.Spawner.args = [
+        # an interactive, non-login shell: a login shell re-reads /etc/profile, which
+        # resets PATH and would hide the animus CLI from terminals
+        "--ServerApp.terminado_settings=" + json.dumps({"shell_command": [shell, "-i"]}),
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        c.Spawner.args = ["--allow-root"]
+        c.Spawner.args.append("--allow-root")
     api_url = s.public_url + API_PATH
     bin_dir = str(Path(sys.executable).parent)
     c.Spawner.environment = {

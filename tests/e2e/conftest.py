@@ -36,9 +36,7 @@ def browser(tmp_path) -> Iterator:
             pytrace=False,
         )
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False
-        )
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
     home = tmp_path / "chromium-home"
     env = dict(os.environ)
     for var, sub in {

@@ -34,16 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# `animus up` listens on --port; its internal ports are fixed (see the report in the
-# test module): the hub, the proxy's API and animus-api.
-INTERNAL_PORTS = {
-    8081: "JupyterHub (hub_bind_url)",
-    8001: "configurable-http-proxy API",
-    8090: "animus-api",
-}
-PASSWORD_RE = re.compile(
-    r"First start: created the platform admin '(?P<user>[^']+)' with password: (?P<password>\S+)"
-)
+PASSWORD_RE = re.compile(r"First start: created the platform admin '(?P<user>[^']+)' with password: (?P<password>\S+)")
 UP_RE = re.compile(r"Animus is up: (?P<url>http://\S+?)/?\s*$", re.MULTILINE)
 
 
@@ -57,12 +48,7 @@ def port_user(port: int) -> str:
     """Who listens on 127.0.0.1:port (best effort), for an error message."""
     try:
         for c in psutil.net_connections("tcp"):
-            if (
-                c.status == psutil.CONN_LISTEN
-                and c.laddr
-                and c.laddr.port == port
-                and c.pid
-            ):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
                 try:
                     return f"pid {c.pid}: {' '.join(psutil.Process(c.pid).cmdline())[:200]}"
                 except psutil.Error:
@@ -82,19 +68,12 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def require_free_ports(public_port: int) -> None:
+def require_free_ports(ports: dict[int, str]) -> None:
     busy = [
-        f"  {port} ({what}) is in use by {port_user(port)}"
-        for port, what in {public_port: "animus up --port", **INTERNAL_PORTS}.items()
-        if not port_is_free(port)
+        f"  {port} ({what}) is in use by {port_user(port)}" for port, what in ports.items() if not port_is_free(port)
     ]
     if busy:
-        pytest.fail(
-            "cannot run `animus up` for the e2e test: ports it needs are taken (another `animus up` "
-            "or test stack running?). `animus up` has no flags for its internal ports yet.\n"
-            + "\n".join(busy),
-            pytrace=False,
-        )
+        pytest.fail("cannot run `animus up` for the e2e test: ports taken\n" + "\n".join(busy), pytrace=False)
 
 
 def processes_of(data_dir: Path) -> list[psutil.Process]:
@@ -111,11 +90,7 @@ def processes_of(data_dir: Path) -> list[psutil.Process]:
             if p.status() == psutil.STATUS_ZOMBIE:
                 continue
             cwd = p.cwd()
-            if (
-                cwd == marker
-                or cwd.startswith(marker + os.sep)
-                or p.environ().get("ANIMUS_DATA_DIR") == marker
-            ):
+            if cwd == marker or cwd.startswith(marker + os.sep) or p.environ().get("ANIMUS_DATA_DIR") == marker:
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -126,9 +101,7 @@ def describe(procs: list[psutil.Process]) -> str:
     lines = []
     for p in procs:
         try:
-            lines.append(
-                f"  pid {p.pid} cwd={p.cwd()} cmd={' '.join(p.cmdline())[:200]}"
-            )
+            lines.append(f"  pid {p.pid} cwd={p.cwd()} cmd={' '.join(p.cmdline())[:200]}")
         except psutil.Error:
             lines.append(f"  pid {p.pid} (gone)")
     return "\n".join(lines)
@@ -143,6 +116,8 @@ class AnimusUp:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{port}"
+        # internal ports: the hub's API, the proxy's API and animus-api
+        self.internal = {"--hub-port": free_port(), "--proxy-api-port": free_port(), "--api-port": free_port()}
 
     @staticmethod
     def command() -> str:
@@ -155,13 +130,9 @@ class AnimusUp:
         return str(exe)
 
     def start(self) -> AnimusUp:
-        require_free_ports(self.port)
+        require_free_ports({self.port: "animus up --port", **{p: flag for flag, p in self.internal.items()}})
         # a clean environment, as in a new shell: nothing of a surrounding Animus or hub
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("ANIMUS_", "JUPYTERHUB_", "JPY_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANIMUS_", "JUPYTERHUB_", "JPY_"))}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open while the process runs)
         self.proc = subprocess.Popen(
             [
@@ -171,6 +142,7 @@ class AnimusUp:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                *[str(x) for item in self.internal.items() for x in item],
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -201,17 +173,9 @@ class AnimusUp:
                 break
             time.sleep(0.5)
         out = self.output()
-        hint = ""
-        if "Address already in use" in out or "EADDRINUSE" in out:
-            hint = (
-                "\nA port clash: `animus up` uses fixed internal ports "
-                + ", ".join(map(str, INTERNAL_PORTS))
-                + "."
-            )
+        hint = "\nA port clash." if ("Address already in use" in out or "EADDRINUSE" in out) else ""
         state = (
-            f"exited with {self.proc.returncode}"
-            if self.proc.poll() is not None
-            else f"not up after {timeout:.0f} s"
+            f"exited with {self.proc.returncode}" if self.proc.poll() is not None else f"not up after {timeout:.0f} s"
         )
         pytest.fail(
             f"`animus up` {state}{hint}\nlog {self.log_path}:\n{self.tail()}",

@@ -23,9 +23,8 @@ pytestmark = pytest.mark.e2e
 
 API = "/services/animus/api/v1"
 LABEXTENSION = "@animus-datalab/labextension"
-ANSI = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>]"
-)
+PROMPT = re.compile(r"\n[^\n]*[#$] ?$")
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>]")
 
 # Reads what a JupyterLab terminal has shown: terminado replays its output buffer to
 # every client that connects, so a second websocket from the page (same cookies) sees
@@ -41,9 +40,7 @@ async ([wsUrl, ms]) => new Promise((resolve) => {
 """
 
 
-def wait_for(
-    check, timeout: float, interval: float = 0.5, what: str = "condition", detail=None
-):
+def wait_for(check, timeout: float, interval: float = 0.5, what: str = "condition", detail=None):
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -51,15 +48,22 @@ def wait_for(
             return value
         if time.monotonic() > deadline:
             extra = f"\n{detail()}" if detail else ""
-            raise AssertionError(
-                f"timed out after {timeout:.0f} s waiting for {what}{extra}"
-            )
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
         time.sleep(interval)
 
 
 def screenshot(page, artifacts: Path, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(artifacts / name))
     page.screenshot(path=str(tmp_path / name))
+
+
+def command_done(text: str, command: str) -> str:
+    """The output of `command` (plus a newline) once a new prompt follows it, else ""."""
+    if command not in text:
+        return ""
+    after = text.rsplit(command, 1)[1]
+    prompt = PROMPT.search(after)
+    return after[: prompt.start()] + "\n" if prompt else ""
 
 
 def audit_lines(path: Path) -> list[dict]:
@@ -80,9 +84,7 @@ def assert_stops_cleanly(run: AnimusUp, data_dir: Path) -> None:
     started = time.monotonic()
     code = run.interrupt(timeout=60)
     elapsed = time.monotonic() - started
-    assert code is not None, (
-        f"`animus up` still running 60 s after SIGINT\n{run.tail()}"
-    )
+    assert code is not None, f"`animus up` still running 60 s after SIGINT\n{run.tail()}"
     assert code == 0, f"`animus up` exited {code} after SIGINT\n{run.tail()}"
     left = processes_of(data_dir)
     assert not left, (
@@ -98,13 +100,12 @@ def test_up_login_terminal_audit_restart(tmp_path, browser, animus_runs, artifac
     # --- 1. the first start prints the admin's password, then "Animus is up" -----------
     run1 = AnimusUp(data_dir, port, tmp_path / "animus-up-1.log")
     animus_runs.append(run1)
+
     run1.start()
     url = run1.wait_up()
     assert url == f"http://127.0.0.1:{port}", run1.tail()
     creds = run1.admin_password()
-    assert creds, (
-        f"no 'First start: ... password' line in the output of the first start:\n{run1.tail()}"
-    )
+    assert creds, f"no 'First start: ... password' line in the output of the first start:\n{run1.tail()}"
     user, password = creds
     assert user == "admin"
 
@@ -120,9 +121,7 @@ def test_up_login_terminal_audit_restart(tmp_path, browser, animus_runs, artifac
         page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=120_000)
     except PlaywrightError:
         screenshot(page, artifacts_dir, tmp_path, "error-login.png")
-        raise AssertionError(
-            f"JupyterLab did not open after login (at {page.url})\n{run1.tail()}"
-        ) from None
+        raise AssertionError(f"JupyterLab did not open after login (at {page.url})\n{run1.tail()}") from None
     lab = f"{url}/user/{user}"
     assert page.url.startswith(lab + "/lab"), page.url
 
@@ -135,20 +134,20 @@ def test_up_login_terminal_audit_restart(tmp_path, browser, animus_runs, artifac
             f"JupyterLab loaded: {federated}",
             pytrace=False,
         )
-    tab = page.locator(
-        '.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="animus-sidebar"]'
-    )
+    tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="animus-sidebar"]')
     try:
         tab.wait_for(state="visible", timeout=30_000)
     except PlaywrightError:
         screenshot(page, artifacts_dir, tmp_path, "error-sidebar.png")
-        raise AssertionError(
-            "JupyterLab's left sidebar has no Animus tab (data-id=animus-sidebar)"
-        ) from None
+        raise AssertionError("JupyterLab's left sidebar has no Animus tab (data-id=animus-sidebar)") from None
     tab.click()
     panel = page.locator("#animus-sidebar")
     panel.wait_for(state="visible")
     assert panel.locator("h2").first.text_content().strip() == "Animus"
+    try:
+        page.locator(".jp-Launcher").first.wait_for(state="visible", timeout=15_000)
+    except PlaywrightError:
+        pass  # the launcher is only for the picture
     screenshot(page, artifacts_dir, tmp_path, "02-jupyterlab.png")
 
     # --- 3. the terminal: `animus projects create demo`, then the audit export -------
@@ -179,31 +178,25 @@ def test_up_login_terminal_audit_restart(tmp_path, browser, animus_runs, artifac
         page.keyboard.type("animus projects create demo")
         page.keyboard.press("Enter")
 
-        def create_output() -> str:
-            t = terminal_text()
-            return t if ("created project demo" in t or "error" in t.lower()) else ""
-
         text = wait_for(
-            create_output,
+            lambda: command_done(terminal_text(), "animus projects create demo"),
             90,
             interval=1,
-            what="the output of `animus projects create demo`",
+            what="`animus projects create demo` to finish",
             detail=lambda: f"terminal shows:\n{terminal_text()[-2000:]}",
         )
-        assert "created project demo" in text, f"terminal shows:\n{text[-2000:]}"
+        assert "created project demo" in text, (
+            f"`animus projects create demo` failed in the JupyterLab terminal; it printed:\n{text[-2000:]}"
+        )
 
-        page.keyboard.type("animus audit export --project demo > audit-demo.jsonl")
+        export_cmd = "animus audit export --project demo > audit-demo.jsonl"
+        page.keyboard.type(export_cmd)
         page.keyboard.press("Enter")
         export = data_dir / "workspaces" / user / "audit-demo.jsonl"
 
         def created_event():
             return next(
-                (
-                    e
-                    for e in audit_lines(export)
-                    if e.get("action") == "project.create"
-                    and e.get("project") == "demo"
-                ),
+                (e for e in audit_lines(export) if e.get("action") == "project.create" and e.get("project") == "demo"),
                 None,
             )
 
@@ -213,16 +206,19 @@ def test_up_login_terminal_audit_restart(tmp_path, browser, animus_runs, artifac
             interval=1,
             what=f"a project.create event for demo in {export}",
         )
+        export_out = wait_for(
+            lambda: command_done(terminal_text(), export_cmd),
+            30,
+            what="`animus audit export` to finish",
+        )
     finally:
         time.sleep(1)  # let the canvas catch up for the screenshot
         screenshot(page, artifacts_dir, tmp_path, "03-terminal.png")
     assert event["actor"] == user, event
-    assert "error" not in terminal_text().split("audit export", 1)[-1].lower(), (
-        terminal_text()[-2000:]
-    )
+    assert export_out.strip() == "", f"`animus audit export` printed:\n{export_out}"
 
     # an API token through the hub's REST API, with the browser's login (for after the restart)
-    xsrf = next((c["value"] for c in browser.cookies(url) if c["name"] == "_xsrf"), "")
+    xsrf = next((c["value"] for c in browser.cookies(f"{url}/hub/api/") if c["name"] == "_xsrf"), "")
     r = page.request.post(
         f"{url}/hub/api/users/{user}/tokens",
         data={"note": "e2e", "expires_in": 3600},
@@ -247,9 +243,7 @@ def test_up_login_terminal_audit_restart(tmp_path, browser, animus_runs, artifac
     run2.start()
     assert run2.wait_up() == url
     out2 = run2.output()
-    assert "First start" not in out2 and password not in out2, (
-        f"the restart printed the admin password:\n{run2.tail()}"
-    )
+    assert "First start" not in out2 and password not in out2, f"the restart printed the admin password:\n{run2.tail()}"
     r = requests.get(f"{url}{API}/projects/demo", headers=auth, timeout=30)
     assert r.status_code == 200 and r.json().get("slug") == "demo", (
         r.status_code,

@@ -82,7 +82,31 @@ def main() -> None:
 )
 @click.option("--ip", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port of the web UI and API.")
-def up(data_dir: str | None, ip: str, port: int) -> None:
+@click.option(
+    "--hub-port",
+    default=8081,
+    show_default=True,
+    type=int,
+    envvar="ANIMUS_HUB_PORT",
+    help="Internal port of the hub's own API (127.0.0.1).",
+)
+@click.option(
+    "--proxy-api-port",
+    default=8001,
+    show_default=True,
+    type=int,
+    envvar="ANIMUS_PROXY_API_PORT",
+    help="Internal port of the proxy's API (127.0.0.1).",
+)
+@click.option(
+    "--api-port",
+    default=8090,
+    show_default=True,
+    type=int,
+    envvar="ANIMUS_API_PORT",
+    help="Internal port of animus-api (127.0.0.1).",
+)
+def up(data_dir: str | None, ip: str, port: int, hub_port: int, proxy_api_port: int, api_port: int) -> None:
     """Start Animus on this machine: JupyterHub, the proxy, animus-api and local workspaces.
 
     Everything lives in one data directory and survives restarts. The first start
@@ -92,7 +116,14 @@ def up(data_dir: str | None, ip: str, port: int) -> None:
     from animus_hub.embedded import run
     from animus_hub.hubconfig import EmbeddedSettings
 
-    settings = EmbeddedSettings(data_dir=data_dir or DEFAULT_DATA_DIR, ip=ip, port=port)
+    settings = EmbeddedSettings(
+        data_dir=data_dir or DEFAULT_DATA_DIR,
+        ip=ip,
+        port=port,
+        hub_port=hub_port,
+        proxy_api_port=proxy_api_port,
+        api_port=api_port,
+    )
     try:
         sys.exit(run(settings))
     except FileNotFoundError as e:
