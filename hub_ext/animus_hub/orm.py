@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -344,23 +345,133 @@ class PipelineRun(Base):
     created_by: Mapped[str] = mapped_column(String(255))
 
 
-class Run(Base):
-    __tablename__ = "run"
+def new_run_id() -> str:
+    return uuid.uuid4().hex
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+
+RUN_STATUSES = ("queued", "starting", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+class Experiment(Base):
+    """A named group of runs inside a project (MLflow experiments map onto these)."""
+
+    __tablename__ = "experiment"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    lifecycle_stage: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Run(Base):
+    """One execution: interactive (a notebook, a script with the SDK or MLflow) or batch."""
+
+    __tablename__ = "run"
+    __table_args__ = (Index("ix_run_experiment_start", "experiment_id", "start_time"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_run_id)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
     pipeline_run_id: Mapped[str | None] = mapped_column(
         ForeignKey("pipeline_run.id", ondelete="SET NULL"), nullable=True
     )
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    name: Mapped[str] = mapped_column(String(250), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="interactive")
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    lifecycle_stage: Mapped[str] = mapped_column(String(16), default="active")
+    start_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    end_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     repo_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     commit_sha: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    diff_digest: Mapped[str | None] = mapped_column(String(71), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255))
 
+    experiment: Mapped[Experiment] = relationship()
+
+
+class RunParam(Base):
+    """A run parameter: immutable once logged."""
+
+    __tablename__ = "run_param"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class RunTag(Base):
+    """A run tag: mutable."""
+
+    __tablename__ = "run_tag"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Metric(Base):
+    """One point of a metric history. NaN is stored as is_nan with value 0 (SQLite has no NaN)."""
+
+    __tablename__ = "metric"
+    __table_args__ = (Index("ix_metric_run_key_step", "run_id", "key", "step"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(250))
+    value: Mapped[float] = mapped_column(Float)
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class LatestMetric(Base):
+    """The latest point of each metric of a run (highest step, then timestamp): what search sorts on."""
+
+    __tablename__ = "latest_metric"
+    __table_args__ = (Index("ix_latest_metric_key_value", "key", "value"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class RunInput(Base):
+    """A dataset a run consumed, as MLflow records it (name, digest, source) and, when it
+    is an Animus dataset version, a link to it."""
+
+    __tablename__ = "run_input"
+    __table_args__ = (UniqueConstraint("run_id", "name", "digest", "context"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(500))
+    digest: Mapped[str] = mapped_column(String(71))
+    source_type: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(Text, default="")
+    schema: Mapped[str] = mapped_column(Text, default="")
+    profile: Mapped[str] = mapped_column(Text, default="")
+    context: Mapped[str] = mapped_column(String(64), default="")
+    dataset_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_version.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+
 
 class Artifact(Base):
+    """A file a run produced, content-addressed: bytes live once per project under their digest."""
+
     __tablename__ = "artifact"
+    __table_args__ = (UniqueConstraint("run_id", "path"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True)
@@ -368,6 +479,26 @@ class Artifact(Base):
     digest: Mapped[str] = mapped_column(String(71))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoggedModel(Base):
+    """An MLflow 3 logged model (what `mlflow.<flavor>.log_model` creates), linked to its run."""
+
+    __tablename__ = "logged_model"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(250))
+    status: Mapped[str] = mapped_column(String(32), default="PENDING")
+    model_type: Mapped[str] = mapped_column(String(250), default="")
+    params: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    lifecycle_stage: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Model(Base):
