@@ -75,3 +75,68 @@ def parse_body(model: type[Strict], data: Any) -> Any:
             f"Invalid request body: {first['field']}: {first['message']}",
             {"errors": errors},
         ) from None
+
+
+TagMap = dict[str, str]
+
+
+class ExperimentCreate(Strict):
+    name: str = Field(min_length=1, max_length=256)
+    description: str = Field(default="", max_length=4000)
+    tags: TagMap = Field(default_factory=dict)
+
+
+class ExperimentUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+    description: str | None = Field(default=None, max_length=4000)
+    tags: TagMap | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ExperimentUpdate:
+        if self.name is None and self.description is None and not self.tags:
+            raise ValueError("give at least one of name, description, tags")
+        return self
+
+
+class CodeRefBody(Strict):
+    repo_url: str | None = Field(default=None, max_length=1024)
+    commit_sha: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
+    diff_digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class RunCreate(Strict):
+    experiment_id: str | None = Field(default=None, pattern=r"^[0-9]{1,11}$")
+    experiment: str | None = Field(default=None, min_length=1, max_length=256, description="experiment name; created if missing")
+    name: str = Field(default="", max_length=250)
+    tags: TagMap = Field(default_factory=dict)
+    start_time: int | None = Field(default=None, ge=0, description="epoch milliseconds")
+    code: CodeRefBody | None = None
+
+    @model_validator(mode="after")
+    def _one_experiment(self) -> RunCreate:
+        if self.experiment_id is not None and self.experiment is not None:
+            raise ValueError("give experiment_id or experiment, not both")
+        return self
+
+
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+class RunUpdate(Strict):
+    name: str | None = Field(default=None, max_length=250)
+    status: RunStatus | None = None
+    end_time: int | None = Field(default=None, ge=0, description="epoch milliseconds")
+
+
+class DatasetInputBody(Strict):
+    name: str = Field(min_length=1, max_length=500)
+    digest: str = Field(min_length=1, max_length=71)
+    source_type: str = Field(default="", max_length=64)
+    source: str = Field(default="", max_length=4000)
+    schema_: str = Field(default="", max_length=100_000, alias="schema")
+    profile: str = Field(default="", max_length=100_000)
+    context: str = Field(default="", max_length=64)
+
+
+class RunInputs(Strict):
+    datasets: list[DatasetInputBody] = Field(max_length=100)

@@ -205,6 +205,47 @@ class Client:
     def audit_head(self) -> dict:
         return self.request("GET", "/audit/head")
 
+    # --- experiments and runs ------------------------------------------------------
+
+    def list_experiments(self, project: str, lifecycle: str = "active") -> list[dict]:
+        return list(self.paginate(f"/projects/{_seg(project)}/experiments", {"lifecycle": lifecycle}))
+
+    def create_experiment(self, project: str, name: str, description: str = "") -> dict:
+        return self.request(
+            "POST", f"/projects/{_seg(project)}/experiments", json_body={"name": name, "description": description}
+        )
+
+    def search_runs(
+        self,
+        project: str,
+        filter: str = "",
+        order_by: list[str] | None = None,
+        experiment_ids: list[str] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict]:
+        params: dict[str, Any] = {"filter": filter or None, "order_by": order_by or None, "experiment_id": experiment_ids or None}
+        path = f"/projects/{_seg(project)}/runs"
+        if limit is None:
+            return self.paginate(path, params, page_size=500)
+        return iter(self.request("GET", path, params={**params, "limit": limit})["items"])
+
+    def get_run(self, project: str, run_id: str) -> dict:
+        return self.request("GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}")
+
+    def metric_history(self, project: str, run_id: str, key: str, max_points: int | None = None) -> dict:
+        return self.request(
+            "GET",
+            f"/projects/{_seg(project)}/runs/{_seg(run_id)}/metric-history",
+            params={"key": key, "max_points": max_points},
+        )
+
+    def compare_runs(self, project: str, run_ids: list[str], metrics: list[str] | None = None, max_points: int = 500) -> dict:
+        return self.request(
+            "GET",
+            f"/projects/{_seg(project)}/runs/compare",
+            params={"run_id": ",".join(run_ids), "metric": ",".join(metrics) if metrics else None, "max_points": max_points},
+        )
+
     # --- role mappings (platform admins) --------------------------------------------------
 
     def list_role_mappings(self) -> list[dict]:

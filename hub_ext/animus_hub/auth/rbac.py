@@ -38,6 +38,10 @@ PROJECT_ACTIONS: dict[str, Role] = {
     "members:read": Role.viewer,
     "members:write": Role.owner,
     "audit:read": Role.owner,
+    "experiments:read": Role.viewer,
+    "experiments:write": Role.contributor,
+    "runs:read": Role.viewer,
+    "runs:write": Role.contributor,
 }
 
 # actions outside any project → who may perform them

@@ -306,6 +306,121 @@ def members_rm(project: str, name: str, is_group: bool) -> None:
     click.echo(f"removed {name} from {project}")
 
 
+# --- experiments and runs ----------------------------------------------------------
+
+project_option = click.option(
+    "-p",
+    "--project",
+    envvar="ANIMUS_PROJECT",
+    required=True,
+    help="The project (default: $ANIMUS_PROJECT, set in workspaces).",
+)
+
+
+@main.group()
+def experiments() -> None:
+    """List and create experiments: named groups of runs inside a project."""
+
+
+@experiments.command("ls")
+@project_option
+@click.option("--deleted", is_flag=True, help="List deleted experiments instead.")
+@json_option
+@api_command
+def experiments_ls(project: str, deleted: bool, as_json: bool) -> None:
+    """List the experiments of a project."""
+    items = _client().list_experiments(project, "deleted" if deleted else "active")
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["id", "name", "created_by", "created_at"])
+
+
+@experiments.command("create")
+@project_option
+@click.argument("name")
+@click.option("--description", default="", help="What the experiment is about.")
+@api_command
+def experiments_create(project: str, name: str, description: str) -> None:
+    """Create experiment NAME (contributors and above)."""
+    e = _client().create_experiment(project, name, description)
+    click.echo(f"created experiment {e['name']} (id {e['id']})")
+
+
+@main.group()
+def runs() -> None:
+    """Find, inspect and compare tracked runs."""
+
+
+def _metric_text(m: dict | None) -> str:
+    return "" if m is None else str(m["value"])
+
+
+@runs.command("ls")
+@project_option
+@click.option("-e", "--experiment", "experiment_ids", multiple=True, help="Only runs of this experiment id (repeatable).")
+@click.option("-f", "--filter", "filter_", default="", help="A search filter, e.g. \"metrics.acc > 0.9 and params.model = 'rf'\".")
+@click.option("-o", "--order-by", multiple=True, help="e.g. 'metrics.acc DESC' (repeatable).")
+@click.option("-n", "--limit", type=int, default=50, show_default=True, help="At most this many runs.")
+@click.option("-m", "--metric", "metrics", multiple=True, help="Show this metric's latest value as a column (repeatable).")
+@json_option
+@api_command
+def runs_ls(project: str, experiment_ids: tuple[str, ...], filter_: str, order_by: tuple[str, ...], limit: int, metrics: tuple[str, ...], as_json: bool) -> None:
+    """Search the runs of a project (newest first unless --order-by says otherwise)."""
+    items = list(_client().search_runs(project, filter_, list(order_by), list(experiment_ids), limit=limit))
+    if as_json:
+        print_json(items)
+        return
+    rows = [
+        {"id": r["id"], "name": r["name"], "status": r["status"], "user": r["user"], "start_time": r["start_time"],
+         **{f"metrics.{k}": _metric_text(r["metrics"].get(k)) for k in metrics}}
+        for r in items
+    ]
+    print_table(rows, ["id", "name", "status", "user", "start_time", *[f"metrics.{k}" for k in metrics]])
+
+
+@runs.command("show")
+@project_option
+@click.argument("run_id")
+@api_command
+def runs_show(project: str, run_id: str) -> None:
+    """Show one run as JSON: params, tags, latest metrics, inputs, code reference."""
+    print_json(_client().get_run(project, run_id))
+
+
+@runs.command("history")
+@project_option
+@click.argument("run_id")
+@click.argument("key")
+@click.option("--max-points", type=int, help="Downsample to at most this many points (extremes are kept).")
+@json_option
+@api_command
+def runs_history(project: str, run_id: str, key: str, max_points: int | None, as_json: bool) -> None:
+    """Print the history of metric KEY of a run (step, value, timestamp)."""
+    h = _client().metric_history(project, run_id, key, max_points)
+    if as_json:
+        print_json(h)
+    else:
+        print_table(h["points"], ["step", "value", "timestamp"])
+
+
+@runs.command("compare")
+@project_option
+@click.argument("run_ids", nargs=-1, required=True)
+@json_option
+@api_command
+def runs_compare(project: str, run_ids: tuple[str, ...], as_json: bool) -> None:
+    """Compare runs side by side: params (differences marked *) and latest metrics."""
+    c = _client().compare_runs(project, list(run_ids), max_points=200)
+    if as_json:
+        print_json(c)
+        return
+    ids = [r["id"] for r in c["runs"]]
+    rows = [{"key": ("* " if k in c["params_differ"] else "  ") + f"params.{k}", **{i[:8]: v.get(i) for i in ids}} for k, v in c["params"].items()]
+    rows += [{"key": f"  metrics.{k}", **{i[:8]: _metric_text(v.get(i)) for i in ids}} for k, v in c["metrics"].items()]
+    print_table(rows, ["key", *[i[:8] for i in ids]])
+
+
 # --- audit -------------------------------------------------------------------
 
 
