@@ -87,7 +87,7 @@ def _userfile(data_dir: str):
 @users.command("add")
 @click.argument("name")
 @click.option("--group", "groups", multiple=True, help="A group the user belongs to (repeat for more).")
-@click.option("--admin", is_flag=True, help="Make the user a platform admin.")
+@click.option("--admin/--no-admin", default=None, help="Make the user a platform admin, or not (unchanged when omitted).")
 @click.option("--password", help="The password; prompted for when omitted (or read from stdin with --password-stdin).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @data_dir_option
@@ -103,7 +103,8 @@ def users_add(
         _userfile(data_dir).set_user(name, password=password, groups=list(groups), admin=admin)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    click.echo(f"user {name} saved (groups: {', '.join(groups) or '-'}; admin: {admin}); effective at next login")
+    entry = _userfile(data_dir).load()[name]
+    click.echo(f"user {name} saved (groups: {', '.join(entry['groups']) or '-'}; admin: {entry['admin']}); effective at next login")
 
 
 @users.command("ls")

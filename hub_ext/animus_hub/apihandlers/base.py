@@ -85,11 +85,16 @@ class APIHandler(web.RequestHandler):
         self.request_id = incoming[:64] if incoming.isprintable() and incoming else uuid.uuid4().hex
         self.set_header("X-Request-Id", self.request_id)
         method = self.request.method or ""
-        if getattr(type(self), method.lower(), None) is getattr(web.RequestHandler, method.lower(), None):
+        implemented = getattr(type(self), method.lower(), None) is not getattr(web.RequestHandler, method.lower(), None)
+        self.action = self.actions.get(method, "")
+        if PLATFORM_ACTIONS.get(self.action) != "public":
+            # identify first, so that even a refused request is audited with its caller
+            token = token_from_header(self.request.headers.get("Authorization"))
+            self.principal = await self.settings["identifier"].identify(self.db, token)
+        if not implemented:
             allowed = ", ".join(sorted(self.actions))
             self.set_header("Allow", allowed)
             raise AnimusError(405, "method_not_allowed", f"{method} is not supported here (allowed: {allowed})")
-        self.action = self.actions.get(method, "")
         if not self.action:
             # an implemented method without a declared action is our bug: fail closed
             raise AnimusError(500, "no_authorization_rule", "This route has no authorisation rule for this method")
@@ -103,8 +108,6 @@ class APIHandler(web.RequestHandler):
             )
         if PLATFORM_ACTIONS.get(self.action) == "public":
             return  # health probes: no identity needed, none looked up
-        token = token_from_header(self.request.headers.get("Authorization"))
-        self.principal = await self.settings["identifier"].identify(self.db, token)
         if self.action in PROJECT_ACTIONS:
             slug = self.path_kwargs.get("project", "")
             self.project = find_project(self.db, slug)

@@ -106,7 +106,13 @@ def main() -> None:
     envvar="ANIMUS_API_PORT",
     help="Internal port of animus-api (127.0.0.1).",
 )
-def up(data_dir: str | None, ip: str, port: int, hub_port: int, proxy_api_port: int, api_port: int) -> None:
+@click.option(
+    "--db-url",
+    envvar="ANIMUS_DB_URL",
+    default="",
+    help="Animus database URL (default: animus.sqlite in the data directory), e.g. postgresql+psycopg://user@host/animus.",
+)
+def up(data_dir: str | None, ip: str, port: int, hub_port: int, proxy_api_port: int, api_port: int, db_url: str) -> None:
     """Start Animus on this machine: JupyterHub, the proxy, animus-api and local workspaces.
 
     Everything lives in one data directory and survives restarts. The first start
@@ -123,6 +129,7 @@ def up(data_dir: str | None, ip: str, port: int, hub_port: int, proxy_api_port: 
         hub_port=hub_port,
         proxy_api_port=proxy_api_port,
         api_port=api_port,
+        db_url=db_url,
     )
     try:
         sys.exit(run(settings))
