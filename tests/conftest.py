@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from seaweed import seaweedfs  # noqa: F401  (a session fixture)
 from stack import HubStack
 
 PG_ADMIN_DSN = os.environ.get("ANIMUS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
 from animus_hub.embedded import prepare_data_dir, stop_leftovers, wait_until_up
 from animus_hub.hubconfig import API_PATH, EmbeddedSettings, find_proxy_command
 
@@ -47,6 +48,7 @@ class HubStack:
             hub_port=free_port(),
             proxy_api_port=free_port(),
             api_port=free_port(),
+            objects_port=free_port(),
             db_url=db_url,
             proxy_cmd=find_proxy_command(),
         )

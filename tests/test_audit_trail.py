@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import audit_tamper
 import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
 from animus.auditchain import GENESIS_HASH, event_hash, verify
 from animus_hub import audit
 from animus_hub import db as dbmod
 from animus_hub.audit import Actor, verify_database
 from animus_hub.orm import AuditEvent, Project, utcnow
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
 
 ALICE = Actor(name="alice", kind="user", source="127.0.0.1", request_id="r1")
 

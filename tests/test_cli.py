@@ -11,8 +11,9 @@ from pathlib import Path
 
 import audit_tamper
 import pytest
-from animus_hub import db as dbmod
 from sqlalchemy import text
+
+from animus_hub import db as dbmod
 
 
 def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:

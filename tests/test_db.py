@@ -8,9 +8,10 @@ import sys
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
 from animus_hub import db as dbmod
 from animus_hub.orm import Base
-from sqlalchemy import inspect, text
 
 
 def test_empty_database_gets_the_newest_schema_at_start(fresh_db_url):

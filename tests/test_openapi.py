@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from openapi_spec_validator import validate
+from tornado import web
+
 from animus_hub import schemas
 from animus_hub.apihandlers.audit import AUDIT_PAGE_MAX
 from animus_hub.apihandlers.base import APIHandler, NotFoundHandler
@@ -22,8 +25,6 @@ from animus_hub.apihandlers.meta import OpenAPIHandler
 from animus_hub.app import API_PREFIX, AnimusAPI
 from animus_hub.auth.rbac import PLATFORM_ACTIONS, PROJECT_ACTIONS
 from animus_hub.services.pagination import DEFAULT_LIMIT
-from openapi_spec_validator import validate
-from tornado import web
 
 BASE_URL = "/services/animus/"
 HTTP_METHODS = tuple(m.lower() for m in web.RequestHandler.SUPPORTED_METHODS)

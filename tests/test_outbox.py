@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from sqlalchemy import func, select
+
 from animus_hub import db as dbmod
 from animus_hub.events import mark_dispatched, pending, record_event
 from animus_hub.orm import OutboxEvent, Project
-from sqlalchemy import func, select
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ import json
 import uuid
 
 import pytest
+from sqlalchemy import select
+
 from animus_hub import db as dbmod
 from animus_hub.auth.tokens import issue_token
 from animus_hub.orm import Project, ServiceAccount, utcnow
-from sqlalchemy import select
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from tornado.web import RequestHandler
+
 from animus_hub.apihandlers.base import APIHandler
 from animus_hub.app import AnimusAPI
-from tornado.web import RequestHandler
 
 CALLERS = ["anonymous", "outsider", "viewer", "contributor", "maintainer", "owner", "admin"]
 ROLES = ["viewer", "contributor", "maintainer", "owner"]

@@ -9,6 +9,7 @@ prefix, the hub API URL and the service's token.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from jupyterhub.services.auth import HubAuth
 from pythonjsonlogger.json import JsonFormatter
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Dict, Integer, List, Set, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, List, Set, Type, Unicode, default, validate
 from traitlets.config import Application
 
 from . import db as dbmod
@@ -45,6 +46,10 @@ class AnimusAPI(Application):
     config_file = Unicode(
         "animus_api_config.py", help="A Python configuration file (traitlets), read if it exists."
     ).tag(config=True)
+
+    @default("log_level")
+    def _log_level_default(self) -> int:
+        return logging.INFO
 
     db_url = Unicode(help="SQLAlchemy URL of the Animus database (SQLite or PostgreSQL).").tag(config=True)
 
@@ -101,6 +106,23 @@ class AnimusAPI(Application):
         "group changes and revocations take effect within this time.",
     ).tag(config=True)
 
+    read_cache_seconds = Float(
+        1.0,
+        help="Seconds a read (GET) may reuse a project snapshot and the caller's role in it. "
+        "Changes made through this process apply at once; changes made through another "
+        "replica apply within this time. Writes always check the database. 0 disables.",
+    ).tag(config=True)
+
+    storage_class = Type(
+        default_value="animus_hub.storage.local.LocalObjectStore",
+        klass="animus_hub.storage.base.ObjectStore",
+        help="Where objects (dataset blobs, artifacts) live: LocalObjectStore (embedded) or S3ObjectStore.",
+    ).tag(config=True)
+
+    presign_expires = Integer(
+        300, help="Seconds a presigned upload or download URL stays valid."
+    ).tag(config=True)
+
     max_request_body = Integer(1024 * 1024, help="Largest accepted request body, in bytes (413 above).").tag(
         config=True
     )
@@ -125,6 +147,7 @@ class AnimusAPI(Application):
         self.init_logging()
         self.init_db()
         self.init_auth()
+        self.init_storage()
         self.init_tornado_application()
 
     def init_logging(self) -> None:
@@ -148,6 +171,9 @@ class AnimusAPI(Application):
             self.log.critical("%s", e)
             sys.exit(1)
         self.session_factory = dbmod.make_session_factory(self.engine)
+        self.readonly_session_factory = dbmod.make_session_factory(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     def init_auth(self) -> None:
         self.hub_auth = HubAuth(cache_max_age=self.auth_cache_max_age)
@@ -155,7 +181,10 @@ class AnimusAPI(Application):
         self.config_rules = [
             RuleSpec(r["group"], Role[r["role"]], r.get("project"), source="config") for r in self.role_mapping_rules
         ]
-        self.authorizer = Authorizer(self.config_rules)
+        self.authorizer = Authorizer(self.config_rules, read_cache_seconds=self.read_cache_seconds)
+
+    def init_storage(self) -> None:
+        self.object_store = self.storage_class(parent=self)
 
     def make_handlers(self) -> list[tuple[str, type, dict]]:
         prefix = self.base_url + API_PREFIX
@@ -167,10 +196,13 @@ class AnimusAPI(Application):
     def init_tornado_application(self) -> None:
         settings = {
             "session_factory": self.session_factory,
+            "readonly_session_factory": self.readonly_session_factory,
             "authorizer": self.authorizer,
             "identifier": self.identifier,
             "max_request_body": self.max_request_body,
             "api_url_path": self.base_url + API_PREFIX,
+            "object_store": self.object_store,
+            "presign_expires": self.presign_expires,
             "observe_request": observe_request,
             "log_function": self.log_request,
             "default_handler_class": NotFoundHandler,
@@ -183,8 +215,8 @@ class AnimusAPI(Application):
         status = handler.get_status()
         principal = getattr(handler, "principal", None)
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-        if handler.request.path.endswith("/health") and status == 200:
-            level = logging.DEBUG
+        if handler.request.method in ("GET", "HEAD") and status < 400:
+            level = logging.DEBUG  # successful reads: an access log at debug level
         self.log.log(
             level,
             "%s %s %s %.1fms %s [%s]",
@@ -201,6 +233,11 @@ class AnimusAPI(Application):
     async def serve(self) -> None:
         url = urlparse(self.service_url)
         host, port = url.hostname or "127.0.0.1", url.port or 8090
+        # start-up objects live for the whole process: keep them out of the collector's
+        # oldest generation, whose full scans otherwise stall the loop for tens of ms
+        await self.object_store.setup()
+        gc.collect()
+        gc.freeze()
         server = HTTPServer(self.tornado_app, xheaders=True, max_body_size=max(self.max_request_body * 4, 1 << 20))
         server.listen(port, address=host)
         self.log.info("animus-api %s listening on %s:%s%s%s", __version__, host, port, self.base_url, API_PREFIX)
@@ -213,6 +250,7 @@ class AnimusAPI(Application):
         self.log.info("animus-api stopping")
         server.stop()
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
+        await self.object_store.close()
         self.engine.dispose()
 
     def start(self) -> None:

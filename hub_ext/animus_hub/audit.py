@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from animus.auditchain import GENESIS_HASH, VerifyResult, event_hash, format_time, verify
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from animus.auditchain import GENESIS_HASH, VerifyResult, event_hash, format_time, verify
 
 from .orm import AuditChainHead, AuditEvent, new_uuid, utcnow
 

@@ -18,6 +18,9 @@ from typing import Any
 SERVICE_NAME = "animus"
 SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
 API_PATH = SERVICE_PREFIX + "api/v1"
+# the data-plane object gateway of the local store (presigned GET/PUT of bytes)
+OBJECTS_SERVICE_NAME = "animus-objects"
+OBJECTS_PREFIX = f"/services/{OBJECTS_SERVICE_NAME}/"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class EmbeddedSettings:
     hub_port: int = 8081
     proxy_api_port: int = 8001
     api_port: int = 8090
+    objects_port: int = 8092
     db_url: str = ""
     proxy_cmd: str = ""
 
@@ -41,6 +45,7 @@ class EmbeddedSettings:
             hub_port=int(env.get("ANIMUS_HUB_PORT", 8081)),
             proxy_api_port=int(env.get("ANIMUS_PROXY_API_PORT", 8001)),
             api_port=int(env.get("ANIMUS_API_PORT", 8090)),
+            objects_port=int(env.get("ANIMUS_OBJECTS_PORT", 8092)),
             db_url=env.get("ANIMUS_DB_URL", ""),
             proxy_cmd=env.get("ANIMUS_PROXY_CMD", ""),
         )
@@ -53,6 +58,7 @@ class EmbeddedSettings:
             "ANIMUS_HUB_PORT": str(self.hub_port),
             "ANIMUS_PROXY_API_PORT": str(self.proxy_api_port),
             "ANIMUS_API_PORT": str(self.api_port),
+            "ANIMUS_OBJECTS_PORT": str(self.objects_port),
             "ANIMUS_DB_URL": self.animus_db_url,
             "ANIMUS_PROXY_CMD": self.proxy_cmd,
         }
@@ -82,13 +88,35 @@ def find_proxy_command() -> str:
     )
 
 
-def animus_service(api_port: int, db_url: str, config_file: str) -> dict[str, Any]:
+def objects_environment(s: EmbeddedSettings) -> dict[str, str]:
+    """Where the local object store lives; shared by animus-api (signs) and the gateway (serves)."""
+    data = Path(s.data_dir)
+    return {
+        "ANIMUS_OBJECTS_ROOT": str(data / "objects"),
+        "ANIMUS_OBJECTS_SIGNING_KEY_FILE": str(data / "secrets" / "objects_signing_key"),
+        "ANIMUS_OBJECTS_URL": s.public_url + OBJECTS_PREFIX.rstrip("/"),
+    }
+
+
+def animus_service(api_port: int, db_url: str, config_file: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The hub-managed animus-api service definition."""
     return {
         "name": SERVICE_NAME,
         "url": f"http://127.0.0.1:{api_port}",
         "command": [sys.executable, "-m", "animus_hub.app", "--config", config_file],
-        "environment": {"ANIMUS_DB_URL": db_url, "PYTHONUNBUFFERED": "1"},
+        "environment": {**(env or {}), "ANIMUS_DB_URL": db_url, "PYTHONUNBUFFERED": "1"},
+        "oauth_no_confirm": True,
+        "display": False,
+    }
+
+
+def objects_service(port: int, env: dict[str, str]) -> dict[str, Any]:
+    """The hub-managed object gateway: no token needed, the URL signature is the access control."""
+    return {
+        "name": OBJECTS_SERVICE_NAME,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [sys.executable, "-m", "animus_hub.objectgateway"],
+        "environment": {**env, "PYTHONUNBUFFERED": "1"},
         "oauth_no_confirm": True,
         "display": False,
     }
@@ -131,8 +159,10 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
     c.JupyterHub.authenticator_class = "animus_hub.devauth.FileAuthenticator"
     c.FileAuthenticator.users_file = str(data / "users.json")
 
+    objects_env = objects_environment(s)
     c.JupyterHub.services = [
-        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py")),
+        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), objects_env),
+        objects_service(s.objects_port, objects_env),
     ]
     c.JupyterHub.load_roles = animus_roles()
 

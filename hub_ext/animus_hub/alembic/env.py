@@ -1,8 +1,9 @@
 """Alembic environment for the Animus schema (run by `animus-hub upgrade-db`)."""
 
 from alembic import context
-from animus_hub.orm import Base
 from sqlalchemy import engine_from_config, pool
+
+from animus_hub.orm import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -30,7 +30,6 @@ from ..errors import AnimusError
 from ..orm import IdempotencyRecord, Project, Role, utcnow
 from ..schemas import Strict, parse_body
 from ..services.pagination import parse_limit
-from ..services.projects import find_project
 
 log = logging.getLogger("animus.api")
 
@@ -56,7 +55,9 @@ class APIHandler(web.RequestHandler):
     @property
     def db(self) -> Session:
         if self._db is None:
-            self._db = self.settings["session_factory"]()
+            # reads run without a transaction (no BEGIN/ROLLBACK round trips)
+            readonly = self.request.method in ("GET", "HEAD") and "readonly_session_factory" in self.settings
+            self._db = self.settings["readonly_session_factory" if readonly else "session_factory"]()
         return self._db
 
     @property
@@ -90,7 +91,7 @@ class APIHandler(web.RequestHandler):
         if PLATFORM_ACTIONS.get(self.action) != "public":
             # identify first, so that even a refused request is audited with its caller
             token = token_from_header(self.request.headers.get("Authorization"))
-            self.principal = await self.settings["identifier"].identify(self.db, token)
+            self.principal = await self.settings["identifier"].identify(lambda: self.db, token)
         if not implemented:
             allowed = ", ".join(sorted(self.actions))
             self.set_header("Allow", allowed)
@@ -110,8 +111,10 @@ class APIHandler(web.RequestHandler):
             return  # health probes: no identity needed, none looked up
         if self.action in PROJECT_ACTIONS:
             slug = self.path_kwargs.get("project", "")
-            self.project = find_project(self.db, slug)
-            self.role = self.authorizer.authorize(self.db, self.principal, self.action, self.project, slug)
+            self.project, grants = self.authorizer.resolve(
+                self.db, self.principal, slug, for_update=self.request.method not in ("GET", "HEAD")
+            )
+            self.role = self.authorizer.authorize(self.db, self.principal, self.action, self.project, slug, grants)
         else:
             self.authorizer.authorize(self.db, self.principal, self.action)
         if self.request.method == "POST":
@@ -248,6 +251,7 @@ class APIHandler(web.RequestHandler):
                 raise
             self._replay(record)
             return
+        self.authorizer.invalidate_reads()
         log.info("%s %s by %s:%s", audit_action, resource, self.principal.kind, self.principal.name)
         self.set_status(status)
         self.finish(text or None)

@@ -23,6 +23,7 @@ class RoleMappingListAPIHandler(APIHandler):
         self.commit_and_write(
             body, 201, audit_action="role_mapping.create", resource=f"role-mappings/{rule.id}", details=body
         )
+        self.authorizer.invalidate_rules()
 
 
 class RoleMappingAPIHandler(APIHandler):
@@ -35,6 +36,7 @@ class RoleMappingAPIHandler(APIHandler):
         self.commit_and_write(
             None, 204, audit_action="role_mapping.delete", resource=f"role-mappings/{rule_id}", details=details
         )
+        self.authorizer.invalidate_rules()
 
 
 default_handlers = [

@@ -9,6 +9,7 @@ tokens (``anm_…``) for service accounts and runs, checked in our database.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from jupyterhub.services.auth import HubAuth
 from sqlalchemy.orm import Session
@@ -42,11 +43,12 @@ class Identifier:
         self.admin_users = admin_users
         self.admin_groups = admin_groups
 
-    async def identify(self, session: Session, token: str | None) -> Principal:
+    async def identify(self, session: Callable[[], Session], token: str | None) -> Principal:
+        """`session` is called only when the database is needed (Animus tokens)."""
         if not token:
             return ANONYMOUS
         if is_animus_token(token):
-            principal = principal_for_token(session, token)
+            principal = principal_for_token(session(), token)
             if principal is None:
                 raise invalid_token()
             return principal

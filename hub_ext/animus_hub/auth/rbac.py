@@ -17,10 +17,11 @@ per HTTP method and never decide on their own.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from ..errors import AnimusError
@@ -111,26 +112,117 @@ def projects_named_by(rule: RuleSpec, groups: frozenset[str]) -> set[str]:
     return found
 
 
+# a user's direct and group memberships of one project, built once (hot path of every request)
+_MEMBERSHIP = or_(
+    and_(ProjectMember.principal_kind == "user", ProjectMember.principal_name == bindparam("user")),
+    and_(ProjectMember.principal_kind == "group", ProjectMember.principal_name.in_(bindparam("groups", expanding=True))),
+)
+# Core (not ORM) statements: on the read path an ORM query costs more than the query itself
+_PROJECT_COLUMNS = [c.name for c in Project.__table__.columns]
+_PROJECT_AND_MEMBERSHIPS = (
+    select(
+        *Project.__table__.columns,
+        ProjectMember.__table__.c.principal_kind.label("m_kind"),
+        ProjectMember.__table__.c.principal_name.label("m_name"),
+        ProjectMember.__table__.c.role.label("m_role"),
+    )
+    .select_from(Project.__table__)
+    .outerjoin(ProjectMember.__table__, and_(ProjectMember.__table__.c.project_id == Project.__table__.c.id, _MEMBERSHIP))
+    .where(Project.__table__.c.slug == bindparam("slug"))
+)
+_MEMBERSHIPS = select(ProjectMember.principal_kind, ProjectMember.principal_name, ProjectMember.role).where(
+    ProjectMember.project_id == bindparam("project_id"), _MEMBERSHIP
+)
+_PROJECT_BY_SLUG = select(Project).where(Project.slug == bindparam("slug"))
+_DB_RULES = select(RoleMappingRule, Project.slug).outerjoin(Project, RoleMappingRule.project_id == Project.id)
+
+
 class Authorizer:
     """Resolves roles and makes every authorisation decision."""
 
-    def __init__(self, config_rules: list[RuleSpec]):
+    def __init__(self, config_rules: list[RuleSpec], rules_cache_seconds: float = 5.0, read_cache_seconds: float = 1.0):
         self.config_rules = list(config_rules)
+        # reads (GET) may reuse a project snapshot and the caller's grants for this long;
+        # every change in this process clears it, and writes always check the database
+        self.read_cache_seconds = read_cache_seconds
+        self._read_cache: dict[tuple, tuple[float, Project | None, list[Grant]]] = {}
+        # rules stored through the API change rarely: read them at most this often per
+        # process (another replica's change takes effect within this time)
+        self.rules_cache_seconds = rules_cache_seconds
+        self._db_rules: list[RuleSpec] | None = None
+        self._db_rules_read = 0.0
 
     # --- rules -------------------------------------------------------------
 
     def rules(self, session: Session) -> list[RuleSpec]:
-        db_rules = session.execute(
-            select(RoleMappingRule, Project.slug).outerjoin(Project, RoleMappingRule.project_id == Project.id)
-        ).all()
-        return self.config_rules + [
-            RuleSpec(r.group_pattern, Role[r.role], slug, source="api", id=r.id) for r, slug in db_rules
-        ]
+        now = time.monotonic()
+        if self._db_rules is None or now - self._db_rules_read > self.rules_cache_seconds:
+            self._db_rules = [
+                RuleSpec(r.group_pattern, Role[r.role], slug, source="api", id=r.id)
+                for r, slug in session.execute(_DB_RULES).all()
+            ]
+            self._db_rules_read = now
+        return self.config_rules + self._db_rules
 
-    # --- roles -------------------------------------------------------------
+    def invalidate_rules(self) -> None:
+        """Forget cached API rules (called after this process changes them)."""
+        self._db_rules = None
+        self._read_cache.clear()
 
-    def grants(self, session: Session, principal: Principal, project: Project) -> list[Grant]:
-        """Every grant the principal holds in `project`, strongest first."""
+    def invalidate_reads(self) -> None:
+        """Forget cached read decisions (called after every change this process commits)."""
+        self._read_cache.clear()
+
+    def resolve(
+        self, session: Session, principal: Principal, slug: str, for_update: bool = True
+    ) -> tuple[Project | None, list[Grant]]:
+        """The project named `slug` and the principal's grants in it.
+
+        Writes (`for_update`) load the project into the session and read memberships
+        afresh. Reads get a detached snapshot from one Core query (an ORM query costs
+        more than the query itself), reused for `read_cache_seconds`.
+        """
+        if for_update:
+            project = session.scalar(_PROJECT_BY_SLUG, {"slug": slug})
+            return project, (self.grants(session, principal, project) if project is not None else [])
+        key = (principal.kind, principal.name, principal.groups, principal.is_admin, principal.project_id, principal.role, slug)
+        now = time.monotonic()
+        hit = self._read_cache.get(key)
+        if hit is not None and now - hit[0] < self.read_cache_seconds:
+            return hit[1], hit[2]
+        is_user = principal.kind == "user"
+        rows = (
+            session.connection()
+            .execute(
+                _PROJECT_AND_MEMBERSHIPS,
+                {"slug": slug, "user": principal.name if is_user else "", "groups": sorted(principal.groups) if is_user else []},
+            )
+            .all()
+        )
+        if rows:
+            row = rows[0]._mapping
+            project: Project | None = Project(**{c: row[c] for c in _PROJECT_COLUMNS})
+            memberships = [(r.m_kind, r.m_name, r.m_role) for r in rows if r.m_kind is not None]
+            grants = self.grants(session, principal, project, memberships)
+        else:
+            project, grants = None, []
+        if self.read_cache_seconds > 0:
+            if len(self._read_cache) > 10_000:
+                self._read_cache.clear()
+            self._read_cache[key] = (now, project, grants)
+        return project, grants
+
+    def grants(
+        self,
+        session: Session,
+        principal: Principal,
+        project: Project,
+        memberships: list[tuple[str, str, str]] | None = None,
+    ) -> list[Grant]:
+        """Every grant the principal holds in `project`, strongest first.
+
+        `memberships` — (kind, name, role) rows already read for this principal — saves a query.
+        """
         grants: list[Grant] = []
         if principal.is_admin:
             grants.append(Grant(Role.owner, "admin", "platform admin"))
@@ -140,13 +232,15 @@ class Authorizer:
             return sorted(grants, key=lambda g: g.role, reverse=True)
         if principal.kind != "user":
             return grants
-        conditions = [(ProjectMember.principal_kind == "user") & (ProjectMember.principal_name == principal.name)]
-        if principal.groups:
-            conditions.append(
-                (ProjectMember.principal_kind == "group") & (ProjectMember.principal_name.in_(sorted(principal.groups)))
-            )
-        for m in session.scalars(select(ProjectMember).where(ProjectMember.project_id == project.id, or_(*conditions))):
-            grants.append(Grant(Role[m.role], m.principal_kind, m.principal_name))
+        if memberships is None:
+            memberships = [
+                tuple(r)
+                for r in session.execute(
+                    _MEMBERSHIPS, {"project_id": project.id, "user": principal.name, "groups": sorted(principal.groups)}
+                )
+            ]
+        for kind, name, role in memberships:
+            grants.append(Grant(Role[role], kind, name))
         if principal.groups:
             for rule in self.rules(session):
                 if PROJECT_PLACEHOLDER in rule.group_pattern:
@@ -202,6 +296,7 @@ class Authorizer:
         action: str,
         project: Project | None = None,
         project_slug: str | None = None,
+        grants: list[Grant] | None = None,
     ) -> Role | None:
         """Allow `action` or raise AnimusError (401, 403 or 404).
 
@@ -229,7 +324,9 @@ class Authorizer:
         name = project.slug if project is not None else (project_slug or "")
         if project is None:
             raise project_not_found(name)
-        role = self.role_in(session, principal, project)
+        if grants is None:
+            grants = self.grants(session, principal, project)
+        role = grants[0].role if grants else None
         if role is None:
             raise project_not_found(name, denied=True)
         needed = PROJECT_ACTIONS[action]
