@@ -257,6 +257,12 @@ class DroppingProxy:
         return head + b"\r\n\r\n" + body
 
     def _handle(self, conn: socket.socket) -> None:
+        try:
+            self._forward(conn)
+        except OSError:
+            conn.close()
+
+    def _forward(self, conn: socket.socket) -> None:
         with conn:
             while True:
                 request = self._read_message(conn)
