@@ -53,7 +53,7 @@ class Case:
     # prepares state for one call; returns extra path values
     setup: Callable[[Any, dict], dict] | None = None
     cleanup: Callable[[Any, dict], None] | None = None
-    query: str = ""
+    params: Callable[[Any, dict], dict] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -78,6 +78,24 @@ def _new_rule(ctx: Any, values: dict) -> dict:
     )
     assert r.status_code == 201, r.text
     return {"rule_id": str(r.json()["id"])}
+
+
+def _new_experiment(ctx: Any, values: dict) -> dict:
+    r = ctx.api("POST", f"/projects/{ctx.project}/experiments", ctx.tokens["owner"], json={"name": ctx.unique("e")})
+    assert r.status_code == 201, r.text
+    return {"experiment_id": r.json()["id"]}
+
+
+def _new_run(ctx: Any, values: dict) -> dict:
+    r = ctx.api("POST", f"/projects/{ctx.project}/runs", ctx.tokens["owner"], json={"tags": {"t": "1"}})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    r = ctx.api("POST", f"/projects/{ctx.project}/runs/{run_id}/log-batch", ctx.tokens["owner"], json={"metrics": [{"key": "m", "value": 1}]})
+    assert r.status_code == 200, r.text
+    return {"run_id": run_id}
+
+
+CONTRIBUTOR_UP = {"contributor", "maintainer", "owner", "admin"}
 
 
 def _unarchive(ctx: Any, values: dict) -> None:
@@ -112,6 +130,41 @@ EXPECTED: dict[str, dict[str, Case]] = {
         "DELETE": Case(only(204, OWNER_UP), setup=_new_member),
     },
     "/projects/{project}/audit/events": {"GET": Case(only(200, OWNER_UP))},
+    "/projects/{project}/experiments": {
+        "GET": Case(only(200, VIEWER_UP)),
+        "POST": Case(only(201, CONTRIBUTOR_UP), body=lambda ctx: {"name": ctx.unique("exp")}),
+    },
+    "/projects/{project}/experiments/{experiment_id}": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_experiment),
+        "PATCH": Case(only(200, CONTRIBUTOR_UP), setup=_new_experiment, body=lambda ctx: {"description": "d"}),
+        "DELETE": Case(only(204, CONTRIBUTOR_UP), setup=_new_experiment),
+    },
+    "/projects/{project}/experiments/{experiment_id}/restore": {"POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_experiment)},
+    "/projects/{project}/runs": {
+        "GET": Case(only(200, VIEWER_UP)),
+        "POST": Case(only(201, CONTRIBUTOR_UP), body=lambda ctx: {"name": "r"}),
+    },
+    "/projects/{project}/runs/compare": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_run, params=lambda ctx, v: {"run_id": v["run_id"]}),
+    },
+    "/projects/{project}/runs/{run_id}": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_run),
+        "PATCH": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"name": "renamed"}),
+        "DELETE": Case(only(204, CONTRIBUTOR_UP), setup=_new_run),
+    },
+    "/projects/{project}/runs/{run_id}/restore": {"POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run)},
+    "/projects/{project}/runs/{run_id}/log-batch": {
+        "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"metrics": [{"key": "x", "value": 1}]}),
+    },
+    "/projects/{project}/runs/{run_id}/tags": {
+        "DELETE": Case(only(204, CONTRIBUTOR_UP), setup=_new_run, params=lambda ctx, v: {"key": "t"}),
+    },
+    "/projects/{project}/runs/{run_id}/metric-history": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_run, params=lambda ctx, v: {"key": "m"}),
+    },
+    "/projects/{project}/runs/{run_id}/inputs": {
+        "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"datasets": [{"name": "d", "digest": "abc"}]}),
+    },
     "/audit/events": {"GET": Case(platform(200, ADMIN))},
     "/audit/head": {"GET": Case(platform(200, ADMIN))},
     "/role-mappings": {
@@ -228,7 +281,8 @@ def test_route_role_matrix(ctx):
                     path = "/services/animus/"
                 else:
                     path = _path(route, ctx, values, case)
-                    r = ctx.api(method, path, token, json=body)
+                    params = case.params(ctx, values) if case.params else None
+                    r = ctx.api(method, path, token, json=body, params=params)
                 want = case.expected[caller]
                 if r.status_code != want:
                     failures.append(
