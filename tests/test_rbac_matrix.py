@@ -162,6 +162,18 @@ EXPECTED: dict[str, dict[str, Case]] = {
     "/projects/{project}/runs/{run_id}/metric-history": {
         "GET": Case(only(200, VIEWER_UP), setup=_new_run, params=lambda ctx, v: {"key": "m"}),
     },
+    "/projects/{project}/runs/{run_id}/artifacts": {"GET": Case(only(200, VIEWER_UP), setup=_new_run)},
+    "/projects/{project}/runs/{run_id}/artifacts/upload": {
+        "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"files": [{"path": "f", "sha256": "0" * 64, "size": 1}]}),
+    },
+    "/projects/{project}/runs/{run_id}/artifacts/commit": {
+        # nothing was uploaded: members who may write get the 409 that says so
+        "POST": Case(only(409, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"files": [{"path": "f", "sha256": "0" * 64, "size": 1}]}),
+    },
+    "/projects/{project}/runs/{run_id}/artifacts/download": {
+        # no such artifact: members who may read get the 404 that says so
+        "GET": Case(only(404, VIEWER_UP, refused_member=404), setup=_new_run, params=lambda ctx, v: {"path": "nope"}),
+    },
     "/projects/{project}/runs/{run_id}/inputs": {
         "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"datasets": [{"name": "d", "digest": "abc"}]}),
     },

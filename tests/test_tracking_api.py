@@ -317,3 +317,69 @@ def test_cli_finds_runs(stack, team, tmp_path):
     assert run["id"] in [r["id"] for r in json.loads(out.stdout)]
     shown = subprocess.run([sys.executable, "-m", "animus.cli.main", "runs", "show", run["id"]], env=env, capture_output=True, text=True, timeout=60)
     assert json.loads(shown.stdout)["metrics"]["auc"]["value"] == 0.77
+
+
+# --- artifacts ----------------------------------------------------------------
+
+
+def test_sdk_artifacts_are_content_addressed_and_bytes_bypass_the_api(stack, team, tmp_path):
+    import requests
+
+    d = tmp_path / "out"
+    (d / "sub").mkdir(parents=True)
+    (d / "model.bin").write_bytes(b"weights" * 1000)
+    (d / "copy.bin").write_bytes(b"weights" * 1000)  # same content: one blob
+    (d / "sub" / "report.txt").write_text("accuracy 0.9\n")
+    client = Client(url=stack.api_url, token=team["tokens"]["contributor"])
+    seen_urls = []
+    original = requests.put
+
+    def spy(url, *a, **kw):
+        seen_urls.append(url)
+        return original(url, *a, **kw)
+
+    requests.put = spy
+    try:
+        with animus.start_run(project=team["project"], client=client) as run:
+            run.log_artifacts(d, artifact_path="outputs")
+    finally:
+        requests.put = original
+    assert len(seen_urls) == 2  # two distinct contents
+    assert all("/services/animus-objects/" in u and "/services/animus/" not in u for u in seen_urls)
+    tok = team["tokens"]["viewer"]
+    base = f"/projects/{team['project']}/runs/{run.id}/artifacts"
+    items = stack.api("GET", base, tok).json()["items"]
+    assert sorted(a["path"] for a in items) == ["outputs/copy.bin", "outputs/model.bin", "outputs/sub/report.txt"]
+    dl = stack.api("GET", base + "/download", tok, params={"path": "outputs/sub/report.txt"}).json()
+    assert requests.get(dl["url"], timeout=30).content == b"accuracy 0.9\n"
+
+
+def test_artifact_commit_refuses_missing_blobs_and_changed_paths(stack, team):
+    run = new_run(stack, team)
+    tok = team["tokens"]["contributor"]
+    base = f"/projects/{team['project']}/runs/{run['id']}/artifacts"
+    import hashlib
+
+    import requests
+
+    data = b"hello"
+    sha = hashlib.sha256(data).hexdigest()
+    files = [{"path": "a.txt", "sha256": sha, "size": len(data)}]
+    r = stack.api("POST", base + "/commit", tok, json={"files": files})
+    assert r.status_code == 409 and r.json()["reason"] == "blobs_missing"
+    plan = stack.api("POST", base + "/upload", tok, json={"files": files}).json()
+    up = plan["uploads"][0]
+    # the store refuses bytes that do not match the digest the URL was signed for
+    bad = requests.put(up["url"], data=b"HELLO", headers=up["headers"], timeout=30)
+    assert bad.status_code >= 400
+    assert stack.api("POST", base + "/commit", tok, json={"files": files}).status_code == 409
+    assert requests.put(up["url"], data=data, headers=up["headers"], timeout=30).status_code < 300
+    assert stack.api("POST", base + "/commit", tok, json={"files": files}).json() == {"committed": 1, "files": 1}
+    other = hashlib.sha256(b"other").hexdigest()
+    r = stack.api("POST", base + "/upload", tok, json={"files": [{"path": "a.txt", "sha256": other, "size": 5}]})
+    assert r.status_code == 409 and r.json()["reason"] == "artifact_exists"
+    for path in ("../x", "/abs", "a//b"):
+        r = stack.api("POST", base + "/upload", tok, json={"files": [{"path": path, "sha256": sha, "size": 5}]})
+        assert r.status_code == 422, path
+    r = stack.api("POST", base + "/upload", team["tokens"]["viewer"], json={"files": files})
+    assert r.status_code == 403

@@ -30,8 +30,11 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import requests
 
 from .client import AnimusAPIError, Client
 
@@ -216,6 +219,38 @@ class Run:
         for i in range(0, len(items), 100):
             self._log_batch(tags=items[i : i + 100])
 
+    def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload one file as an artifact (under `artifact_path`/its name)."""
+        path = Path(local_path)
+        if not path.is_file():
+            raise TrackingError(f"{path} is not a file")
+        name = f"{artifact_path.strip('/')}/{path.name}" if artifact_path else path.name
+        self._log_files([(name, path)])
+
+    def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload every file under `local_dir`, keeping relative paths (under `artifact_path`)."""
+        root = Path(local_dir)
+        if not root.is_dir():
+            raise TrackingError(f"{root} is not a directory")
+        prefix = f"{artifact_path.strip('/')}/" if artifact_path else ""
+        files = [(prefix + p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*")) if p.is_file()]
+        for i in range(0, len(files), 1000):
+            self._log_files(files[i : i + 1000])
+
+    def _log_files(self, files: list[tuple[str, Path]]) -> None:
+        """Content-addressed: hash, ask which blobs are missing, PUT those straight to storage, commit."""
+        self._raise_background_error()
+        manifest = [{"path": name, "sha256": _sha256_file(p), "size": p.stat().st_size} for name, p in files]
+        by_digest = {m["sha256"]: p for m, (_, p) in zip(manifest, files, strict=True)}
+        base = f"/projects/{_seg(self.project)}/runs/{self.id}/artifacts"
+        plan = self.client.request("POST", base + "/upload", json_body={"files": manifest})
+        for up in plan["uploads"]:
+            with by_digest[up["sha256"]].open("rb") as f:
+                r = requests.put(up["url"], data=f, headers=up.get("headers") or {}, timeout=600)
+            if r.status_code >= 300:
+                raise TrackingError(f"upload of {by_digest[up['sha256']]} failed: HTTP {r.status_code} {r.text[:200]}")
+        self.client.request("POST", base + "/commit", json_body={"files": manifest})
+
     def flush(self, timeout: float | None = None) -> None:
         """Block until every queued metric point has been sent (or failed)."""
         self._sender.wait_flushed(timeout)
@@ -355,3 +390,19 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 
 def flush() -> None:
     _require_active().flush()
+
+
+def log_artifact(local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+    _require_active().log_artifact(local_path, artifact_path)
+
+
+def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+    _require_active().log_artifacts(local_dir, artifact_path)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -313,3 +313,106 @@ default_handlers = [
     (f"/projects/{PROJECT}/runs/{RUN}/metric-history", RunMetricHistoryAPIHandler),
     (f"/projects/{PROJECT}/runs/{RUN}/inputs", RunInputsAPIHandler),
 ]
+
+
+# --- artifacts ----------------------------------------------------------------
+
+
+class RunArtifactListAPIHandler(_TrackingHandler):
+    actions = {"GET": "runs:read"}
+
+    def get(self, project: str, run_id: str) -> None:
+        run = svc.find_run(self.db, self.project, run_id)
+        rows, next_cursor = svc.list_artifacts(self.db, run, self.limit_arg(1000), self.get_query_argument("cursor", None))
+        self.write_json({"items": [svc.artifact_json(a) for a in rows], "next_cursor": next_cursor})
+
+
+class RunArtifactUploadAPIHandler(_TrackingHandler):
+    """Presigned upload URLs for the blobs of files about to be logged; bytes go straight to storage."""
+
+    actions = {"POST": "runs:write"}
+
+    async def post(self, project: str, run_id: str) -> None:
+        body = self.raw_json()
+        files = svc.parse_artifact_files(body.get("files"))
+        run = svc.find_run(self.db, self.project, run_id)
+        svc.ensure_writable(run)
+        svc.refuse_changed_paths(self.db, run, files)
+        store, expires = self.settings["object_store"], self.settings["presign_expires"]
+        uploads, present = [], []
+        for sha in dict.fromkeys(f.sha256 for f in files):
+            key = svc.blob_key(self.project.id, sha)
+            if await store.exists(key):
+                present.append(sha)
+                continue
+            size = next(f.size for f in files if f.sha256 == sha)
+            uploads.append(
+                {
+                    "sha256": sha,
+                    "url": store.presign_put(key, expires, content_length=size, sha256=sha),
+                    "headers": store.upload_headers(sha),
+                }
+            )
+        self.commit_and_write(
+            {"uploads": uploads, "present": present, "expires_in": expires},
+            audit_action="artifact.upload_urls",
+            resource=f"project/{project}/runs/{run.id}/artifacts",
+            details={"files": len(files), "blobs_to_upload": len(uploads)},
+        )
+
+
+class RunArtifactCommitAPIHandler(_TrackingHandler):
+    """Record files as the run's artifacts once every blob is verified present."""
+
+    actions = {"POST": "runs:write"}
+
+    async def post(self, project: str, run_id: str) -> None:
+        body = self.raw_json()
+        files = svc.parse_artifact_files(body.get("files"))
+        run = svc.find_run(self.db, self.project, run_id)
+        svc.ensure_writable(run)
+        store = self.settings["object_store"]
+        missing = []
+        for f in {f.sha256: f for f in files}.values():
+            info = await store.head(svc.blob_key(self.project.id, f.sha256))
+            if info is None or info.size != f.size:
+                missing.append(f.sha256)
+        if missing:
+            raise AnimusError(
+                409,
+                "blobs_missing",
+                f"{len(missing)} file(s) are not uploaded (or have another size); upload them, then commit again",
+                {"missing": missing[:100]},
+            )
+        n = svc.commit_artifacts(self.db, run, files)
+        self.commit_and_write(
+            {"committed": n, "files": len(files)},
+            audit_action="artifact.commit",
+            resource=f"project/{project}/runs/{run.id}/artifacts",
+            details={"files": len(files), "new": n},
+        )
+
+
+class RunArtifactDownloadAPIHandler(_TrackingHandler):
+    """A short-lived presigned URL to download one artifact straight from storage."""
+
+    actions = {"GET": "runs:read"}
+
+    def get(self, project: str, run_id: str) -> None:
+        path = self.get_query_argument("path", None)
+        if not path:
+            raise AnimusError(400, "invalid_argument", "Give the artifact as ?path=")
+        run = svc.find_run(self.db, self.project, run_id)
+        a = svc.find_artifact(self.db, run, path)
+        sha = a.digest.removeprefix("sha256:")
+        expires = self.settings["presign_expires"]
+        url = self.settings["object_store"].presign_get(svc.blob_key(self.project.id, sha), expires, filename=path.rsplit("/", 1)[-1])
+        self.write_json({**svc.artifact_json(a), "url": url, "expires_in": expires})
+
+
+default_handlers += [
+    (f"/projects/{PROJECT}/runs/{RUN}/artifacts", RunArtifactListAPIHandler),
+    (f"/projects/{PROJECT}/runs/{RUN}/artifacts/upload", RunArtifactUploadAPIHandler),
+    (f"/projects/{PROJECT}/runs/{RUN}/artifacts/commit", RunArtifactCommitAPIHandler),
+    (f"/projects/{PROJECT}/runs/{RUN}/artifacts/download", RunArtifactDownloadAPIHandler),
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from ..errors import AnimusError
 from ..events import record_event
 from ..orm import (
     TERMINAL_STATUSES,
+    Artifact,
     Experiment,
     LatestMetric,
     Metric,
@@ -567,3 +569,87 @@ def compare_runs(
         "metrics": {k: {r.id: data[r.id]["metrics"].get(k) for r in runs} for k in metric_names},
         "histories": histories,
     }
+
+
+# --- artifacts (content-addressed) ----------------------------------------------------
+
+MAX_ARTIFACT_FILES = 1000
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def blob_key(project_id: int, sha256: str) -> str:
+    """Where a blob lives: once per project under its digest (shared by datasets and artifacts)."""
+    return f"projects/{project_id}/blobs/sha256/{sha256[:2]}/{sha256}"
+
+
+@dataclass
+class ArtifactFile:
+    path: str
+    sha256: str
+    size: int
+
+
+def parse_artifact_files(raw: Any) -> list[ArtifactFile]:
+    if not isinstance(raw, list) or not raw:
+        raise AnimusError(422, "validation_failed", "files must be a non-empty list of {path, sha256, size}")
+    if len(raw) > MAX_ARTIFACT_FILES:
+        raise AnimusError(413, "too_many_files", f"At most {MAX_ARTIFACT_FILES} files per request; split the upload")
+    files, seen = [], set()
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - {"path", "sha256", "size"}:
+            raise AnimusError(422, "validation_failed", "Each file is an object {path, sha256, size}")
+        path = validate_key(item.get("path"), "artifact")
+        if path in seen:
+            raise AnimusError(422, "duplicate_path", f"Artifact path {path!r} given twice")
+        seen.add(path)
+        sha = item.get("sha256")
+        if not isinstance(sha, str) or not SHA256_RE.match(sha):
+            raise AnimusError(422, "invalid_digest", f"{path!r}: sha256 must be 64 lowercase hex characters")
+        size = item.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise AnimusError(422, "validation_failed", f"{path!r}: size must be a non-negative integer")
+        files.append(ArtifactFile(path, sha, size))
+    return files
+
+
+def existing_artifacts(session: Session, run: Run, paths: Sequence[str]) -> dict[str, Artifact]:
+    return {a.path: a for a in session.scalars(select(Artifact).where(Artifact.run_id == run.id, Artifact.path.in_(list(paths))))}
+
+
+def refuse_changed_paths(session: Session, run: Run, files: Sequence[ArtifactFile]) -> None:
+    """An artifact path, once committed, keeps its content."""
+    existing = existing_artifacts(session, run, [f.path for f in files])
+    for f in files:
+        a = existing.get(f.path)
+        if a is not None and a.digest != f"sha256:{f.sha256}":
+            raise AnimusError(
+                409, "artifact_exists", f"Artifact {f.path!r} of run {run.id} already exists with other content"
+            )
+
+
+def commit_artifacts(session: Session, run: Run, files: Sequence[ArtifactFile]) -> int:
+    refuse_changed_paths(session, run, files)
+    existing = existing_artifacts(session, run, [f.path for f in files])
+    new = [
+        {"run_id": run.id, "path": f.path, "digest": f"sha256:{f.sha256}", "size": f.size, "created_at": utcnow()}
+        for f in files
+        if f.path not in existing
+    ]
+    if new:
+        session.execute(insert(Artifact), new)
+    return len(new)
+
+
+def artifact_json(a: Artifact) -> dict[str, Any]:
+    return {"path": a.path, "sha256": a.digest.removeprefix("sha256:"), "size": a.size, "created_at": iso(a.created_at)}
+
+
+def list_artifacts(session: Session, run: Run, limit: int, cursor: str | None):
+    return page(session, select(Artifact).where(Artifact.run_id == run.id), Artifact.id, limit, cursor)
+
+
+def find_artifact(session: Session, run: Run, path: str) -> Artifact:
+    a = session.scalar(select(Artifact).where(Artifact.run_id == run.id, Artifact.path == path))
+    if a is None:
+        raise AnimusError(404, "artifact_not_found", f"Run {run.id} has no artifact {path!r}")
+    return a
