@@ -183,8 +183,14 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
         c.Spawner.args.append("--allow-root")
     api_url = s.public_url + API_PATH
     bin_dir = str(Path(sys.executable).parent)
+    c.JupyterHub.allow_named_servers = True
+    mlflow_url = s.public_url + SERVICE_PREFIX + "mlflow"
     c.Spawner.environment = {
         "ANIMUS_API_URL": api_url,
+        # a server named after a project is that project's workspace
+        "ANIMUS_PROJECT": lambda spawner: spawner.name or "",
+        "MLFLOW_TRACKING_URI": lambda spawner: f"{mlflow_url}/projects/{spawner.name}" if spawner.name else mlflow_url,
+        "MLFLOW_TRACKING_TOKEN": lambda spawner: spawner.api_token,
         # the animus CLI of this installation comes first on a workspace's PATH
         "PATH": lambda spawner: bin_dir + os.pathsep + os.environ.get("PATH", ""),
     }
