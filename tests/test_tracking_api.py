@@ -383,3 +383,46 @@ def test_artifact_commit_refuses_missing_blobs_and_changed_paths(stack, team):
         assert r.status_code == 422, path
     r = stack.api("POST", base + "/upload", team["tokens"]["viewer"], json={"files": files})
     assert r.status_code == 403
+
+
+def test_an_archived_project_refuses_every_change(stack, team, unique):
+    owner = team["tokens"]["owner"]
+    slug = unique("arch")
+    stack.api("POST", "/projects", owner, json={"slug": slug})
+    run = stack.api("POST", f"/projects/{slug}/runs", owner, json={}).json()
+    assert stack.api("POST", f"/projects/{slug}/archive", owner).status_code == 200
+    for method, path, body in (
+        ("POST", f"/projects/{slug}/runs/{run['id']}/log-batch", {"metrics": [{"key": "m", "value": 1}]}),
+        ("PATCH", f"/projects/{slug}/runs/{run['id']}", {"status": "succeeded"}),
+        ("DELETE", f"/projects/{slug}/runs/{run['id']}", None),
+        ("POST", f"/projects/{slug}/experiments", {"name": "x"}),
+    ):
+        r = stack.api(method, path, owner, json=body)
+        assert r.status_code == 409 and r.json()["reason"] == "project_archived", (method, path, r.text)
+    assert stack.api("GET", f"/projects/{slug}/runs/{run['id']}", owner).json()["status"] == "running"
+    assert stack.api("POST", f"/projects/{slug}/unarchive", owner).status_code == 200
+
+
+def test_sdk_refuses_a_bad_metric_key_where_it_is_logged(stack, team):
+    client = Client(url=stack.api_url, token=team["tokens"]["contributor"])
+    with animus.start_run(project=team["project"], client=client) as run:
+        run.log_metric("good", 1)
+        with pytest.raises(ValueError, match="invalid metric key"):
+            run.log_metric("../bad", 2)
+    info = stack.api("GET", f"/projects/{team['project']}/runs/{run.id}", team["tokens"]["viewer"]).json()
+    assert info["metrics"]["good"]["value"] == 1 and info["status"] == "succeeded"
+
+
+def test_code_reference_never_keeps_credentials_from_the_remote_url(tmp_path, monkeypatch):
+    import subprocess
+
+    from animus.tracking import git_code_ref
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", "https://bob:s3cr3t@git.example/team/repo.git"], check=True)
+    (tmp_path / "dirty.txt").write_text("uncommitted")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "dirty.txt"], check=True)
+    ref = git_code_ref(str(tmp_path))
+    assert ref["repo_url"] == "https://git.example/team/repo.git"
+    assert len(ref["commit_sha"]) == 40 and ref["diff_digest"].startswith("sha256:")

@@ -116,8 +116,9 @@ class Client:
             r = self.http.request(
                 method, self.url + path, json=json_body, params=params, headers=headers, timeout=self.timeout
             )
-        except requests.ConnectionError as e:
-            raise AnimusAPIError(0, "connection_failed", f"Cannot reach Animus at {self.url}: {e}") from None
+        except requests.RequestException as e:
+            # connection refused or reset, timeouts: status 0 means "no answer", retryable
+            raise AnimusAPIError(0, "connection_failed", f"No answer from Animus at {self.url}: {e}") from None
         if r.status_code == 204:
             return None
         try:

@@ -26,17 +26,19 @@ import os
 import queue
 import random
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
 from .client import AnimusAPIError, Client
+from .keys import key_problem
 
 BATCH_MAX = 1000
 FLUSH_INTERVAL = 1.0
@@ -76,7 +78,7 @@ def git_code_ref(path: str = ".") -> dict[str, str] | None:
     try:
         url = git("config", "--get", "remote.origin.url")
         if url:
-            ref["repo_url"] = url
+            ref["repo_url"] = _without_credentials(url)
     except subprocess.SubprocessError:
         pass
     try:
@@ -86,6 +88,14 @@ def git_code_ref(path: str = ".") -> dict[str, str] | None:
     except (OSError, subprocess.SubprocessError):
         pass
     return ref
+
+
+def _without_credentials(url: str) -> str:
+    """https://user:token@host/repo.git → https://host/repo.git: a run shows its URL to every viewer."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return url
 
 
 class _MetricSender(threading.Thread):
@@ -186,6 +196,9 @@ class Run:
         self._raise_background_error()
         if self._ended:
             raise TrackingError(f"run {self.id} has ended")
+        problem = key_problem(key)
+        if problem is not None:
+            raise ValueError(f"invalid metric key {key!r}: {problem}")
         self._sender.put(
             {
                 "key": key,
@@ -278,10 +291,24 @@ _active: list[Run] = []
 _lock = threading.Lock()
 
 
+_uncaught: list[BaseException] = []
+_previous_excepthook = sys.excepthook
+
+
+def _note_uncaught(exc_type, exc, tb) -> None:
+    _uncaught.append(exc)
+    _previous_excepthook(exc_type, exc, tb)
+
+
+sys.excepthook = _note_uncaught
+
+
 def _end_active_runs_at_exit() -> None:
+    # a script that died of an uncaught exception failed; one that got to the end succeeded
+    status = "failed" if _uncaught else "succeeded"
     for run in list(_active):
         try:
-            run.end("succeeded")
+            run.end(status)
         except Exception:  # noqa: S110  (best effort at interpreter exit)
             pass
 

@@ -117,7 +117,12 @@ class AnimusUp:
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{port}"
         # internal ports: the hub's API, the proxy's API and animus-api
-        self.internal = {"--hub-port": free_port(), "--proxy-api-port": free_port(), "--api-port": free_port()}
+        self.internal = {
+            "--hub-port": free_port(),
+            "--proxy-api-port": free_port(),
+            "--api-port": free_port(),
+            "--objects-port": free_port(),
+        }
 
     @staticmethod
     def command() -> str:

@@ -34,6 +34,8 @@ from ..services.pagination import parse_limit
 log = logging.getLogger("animus.api")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# the only changes an archived project accepts
+ARCHIVE_ACTIONS = frozenset({"project:archive"})
 IDEMPOTENCY_KEY_MAX = 255
 
 
@@ -115,6 +117,14 @@ class APIHandler(web.RequestHandler):
                 self.db, self.principal, slug, for_update=self.request.method not in ("GET", "HEAD")
             )
             self.role = self.authorizer.authorize(self.db, self.principal, self.action, self.project, slug, grants)
+            if (
+                self.request.method in MUTATING
+                and self.project.archived_at is not None
+                and self.action not in ARCHIVE_ACTIONS
+            ):
+                raise AnimusError(
+                    409, "project_archived", f"Project {slug!r} is archived and read-only; unarchive it to change it"
+                )
         else:
             self.authorizer.authorize(self.db, self.principal, self.action)
         if self.request.method == "POST":

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import and_, func, insert, select, text
 from sqlalchemy.orm import Session
 
+from animus.keys import key_problem
+
 from ..errors import AnimusError
 from ..events import record_event
 from ..orm import (
@@ -36,7 +38,6 @@ from .pagination import page
 from .projects import ensure_active, iso
 
 DEFAULT_EXPERIMENT = "Default"
-KEY_MAX = 250
 PARAM_VALUE_MAX = 6000
 TAG_VALUE_MAX = 8000
 # per log-batch request, as MLflow limits them
@@ -79,18 +80,11 @@ def parse_float(value: Any, field: str) -> float:
 
 
 def validate_key(key: Any, what: str) -> str:
-    """Metric, param and tag keys: 1–250 characters, no path tricks, no control characters."""
-    if not isinstance(key, str) or not key:
-        raise AnimusError(422, f"invalid_{what}_key", f"A {what} key must be a non-empty string")
-    if len(key) > KEY_MAX:
-        raise AnimusError(422, f"invalid_{what}_key", f"{what.capitalize()} key longer than {KEY_MAX} characters")
-    parts = key.split("/")
-    if key.startswith("/") or any(p in ("", ".", "..") for p in parts) or any(ord(c) < 32 or ord(c) == 127 for c in key):
-        raise AnimusError(
-            422,
-            f"invalid_{what}_key",
-            f"Invalid {what} key {key!r}: no leading '/', no empty, '.' or '..' segments, no control characters",
-        )
+    """Metric, param, tag and artifact keys (rules in animus.keys, shared with the SDK)."""
+    problem = key_problem(key)
+    if problem is not None:
+        shown = key if isinstance(key, str) else type(key).__name__
+        raise AnimusError(422, f"invalid_{what}_key", f"Invalid {what} key {shown!r}: {problem}")
     return key
 
 
@@ -133,6 +127,10 @@ def create_experiment(
 ) -> Experiment:
     ensure_active(project)
     validate_experiment_name(name)
+    for key, value in (tags or {}).items():
+        validate_key(key, "tag")
+        if len(str(value)) > TAG_VALUE_MAX:
+            raise AnimusError(422, "invalid_tag_value", f"Tag {key!r} value longer than {TAG_VALUE_MAX} characters")
     if find_experiment_by_name(session, project, name) is not None:
         raise AnimusError(409, "experiment_exists", f"An experiment named {name!r} already exists in {project.slug!r}")
     now = utcnow()

@@ -107,12 +107,29 @@ def main() -> None:
     help="Internal port of animus-api (127.0.0.1).",
 )
 @click.option(
+    "--objects-port",
+    default=8092,
+    show_default=True,
+    type=int,
+    envvar="ANIMUS_OBJECTS_PORT",
+    help="Internal port of the object gateway (127.0.0.1).",
+)
+@click.option(
     "--db-url",
     envvar="ANIMUS_DB_URL",
     default="",
     help="Animus database URL (default: animus.sqlite in the data directory), e.g. postgresql+psycopg://user@host/animus.",
 )
-def up(data_dir: str | None, ip: str, port: int, hub_port: int, proxy_api_port: int, api_port: int, db_url: str) -> None:
+def up(
+    data_dir: str | None,
+    ip: str,
+    port: int,
+    hub_port: int,
+    proxy_api_port: int,
+    api_port: int,
+    objects_port: int,
+    db_url: str,
+) -> None:
     """Start Animus on this machine: JupyterHub, the proxy, animus-api and local workspaces.
 
     Everything lives in one data directory and survives restarts. The first start
@@ -129,6 +146,7 @@ def up(data_dir: str | None, ip: str, port: int, hub_port: int, proxy_api_port: 
         hub_port=hub_port,
         proxy_api_port=proxy_api_port,
         api_port=api_port,
+        objects_port=objects_port,
         db_url=db_url,
     )
     try:
