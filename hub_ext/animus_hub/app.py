@@ -25,6 +25,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Set, Type, Unicode, defa
 from traitlets.config import Application
 
 from . import db as dbmod
+from . import mlflow as mlflow_api
 from ._version import __version__
 from .apihandlers import default_handlers
 from .apihandlers.base import NotFoundHandler
@@ -190,6 +191,7 @@ class AnimusAPI(Application):
         prefix = self.base_url + API_PREFIX
         routes: list[tuple[str, type, dict]] = [(prefix + path, cls, {}) for path, cls in default_handlers()]
         routes.append((prefix + r"(?:/.*)?", NotFoundHandler, {}))
+        routes += mlflow_api.make_handlers(self.base_url)
         routes.append((self.base_url + "?", ServiceRootHandler, {}))
         return routes
 

@@ -78,8 +78,6 @@ def verify(
     expected_seq, prev_hash, checked = start_seq, start_prev_hash, 0
     for event in events:
         seq, eid = event.get("seq"), event.get("id")
-        if head is not None and isinstance(seq, int) and seq > head.get("seq", 0) and seq == expected_seq:
-            break  # appended after the head was read: beyond what is being verified
         if seq != expected_seq:
             if isinstance(seq, int) and seq > expected_seq:
                 problem = f"events missing before it (expected seq {expected_seq})"
@@ -94,8 +92,12 @@ def verify(
             return VerifyResult(False, checked, seq, eid, f"unreadable event ({e})")
         if computed != event.get("hash"):
             return VerifyResult(False, checked, seq, eid, "content does not match its hash (edited)")
+        if head is not None and seq == head.get("seq") and event["hash"] != head.get("hash"):
+            return VerifyResult(False, checked, seq, eid, "does not match the recorded chain head")
         prev_hash, expected_seq, checked = event["hash"], expected_seq + 1, checked + 1
-    if head is not None and (head.get("seq") != expected_seq - 1 or head.get("hash") != prev_hash):
+    # events appended after the head was read are fine (they chain, checked above);
+    # a chain that stops short of the head lost its last events
+    if head is not None and expected_seq - 1 < head.get("seq", 0):
         return VerifyResult(
             False,
             checked,

@@ -112,13 +112,13 @@ class APIHandler(web.RequestHandler):
         if PLATFORM_ACTIONS.get(self.action) == "public":
             return  # health probes: no identity needed, none looked up
         if self.action in PROJECT_ACTIONS:
-            slug = self.path_kwargs.get("project", "")
+            slug = self.project_slug()
             self.project, grants = self.authorizer.resolve(
                 self.db, self.principal, slug, for_update=self.request.method not in ("GET", "HEAD")
             )
             self.role = self.authorizer.authorize(self.db, self.principal, self.action, self.project, slug, grants)
             if (
-                self.request.method in MUTATING
+                self.mutating
                 and self.project.archived_at is not None
                 and self.action not in ARCHIVE_ACTIONS
             ):
@@ -129,6 +129,15 @@ class APIHandler(web.RequestHandler):
             self.authorizer.authorize(self.db, self.principal, self.action)
         if self.request.method == "POST":
             self._check_idempotency()
+
+    @property
+    def mutating(self) -> bool:
+        """Whether the request may change something: the action decides, not the verb (MLflow searches are POSTs)."""
+        return self.request.method in MUTATING and not self.action.endswith(":read")
+
+    def project_slug(self) -> str:
+        """The project this request is about: the one the path names (a subclass may say otherwise)."""
+        return self.path_kwargs.get("project", "")
 
     def on_finish(self) -> None:
         if self._db is not None:
@@ -299,19 +308,24 @@ class APIHandler(web.RequestHandler):
             reason = "internal_error" if status_code >= 500 else phrase.lower().replace(" ", "_")
             message = "An internal error occurred" if status_code >= 500 else phrase
             error = AnimusError(status_code, reason, message)
-        self.set_status(error.status)
+        status, body = self.error_response(error)
+        self.set_status(status)
         for name, value in error.headers.items():
             self.set_header(name, value)
         if not hasattr(self, "request_id"):
             self.request_id = uuid.uuid4().hex
             self.set_header("X-Request-Id", self.request_id)
         self._audit_refusal(error)
-        self.finish(json.dumps(error.to_json()))
+        self.finish(json.dumps(body))
+
+    def error_response(self, error: AnimusError) -> tuple[int, dict[str, Any]]:
+        """The status and JSON body that answer `error` (the MLflow routes answer in MLflow's shape)."""
+        return error.status, error.to_json()
 
     def _audit_refusal(self, error: AnimusError) -> None:
         """Denied requests, and failed attempts to change something, are audited too."""
         denied = error.status in (401, 403) or getattr(error, "denied", False)
-        failed_mutation = self.request.method in MUTATING and 400 <= error.status < 500
+        failed_mutation = self.mutating and 400 <= error.status < 500
         if not (denied or failed_mutation) or self.settings.get("session_factory") is None:
             return
         try:
@@ -322,7 +336,9 @@ class APIHandler(web.RequestHandler):
                     self.action or f"{(self.request.method or '').lower()}:unknown",
                     outcome="denied" if denied else "failure",
                     resource=self.request.path,
-                    project=self.path_kwargs.get("project", "") if self.path_kwargs else "",
+                    project=self.project.slug
+                    if self.project is not None
+                    else (self.path_kwargs.get("project", "") if self.path_kwargs else ""),
                     details={"status": error.status, "reason": error.reason, "method": self.request.method},
                 )
                 s.commit()

@@ -80,6 +80,10 @@ class ArtifactHandler(MLflowHandler):
                 else self.settings["max_request_body"]
             )
             self.request.connection.set_max_body_size(limit)
+            # no transaction (nor pooled connection) stays open while the body drains
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def data_received(self, chunk: bytes) -> None:
         self._discarded += len(chunk)

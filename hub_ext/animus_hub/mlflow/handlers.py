@@ -379,7 +379,7 @@ class RunLogParamHandler(MLflowHandler):
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise p.invalid(f"Invalid value for param {key!r}: a string is expected")
         svc.ensure_writable(run)
-        n = svc.log_params(self.db, run, [(svc.validate_key(key, "param"), str(value))])
+        n = svc.log_params(self.db, run, [(key, str(value))])
         self.commit({}, "run.log", f"runs/{run.id}", metrics=0, params=n, tags=0)
 
 
