@@ -215,6 +215,14 @@ def test_sklearn_autolog_logs_a_run_and_model_visible_through_animus(stack, team
     assert out["searched"] == [out["model_id"]]
     assert "sklearn" in out["mlmodel"] and out["model_id"] in out["mlmodel"]
     assert out["same_predictions"]
+    # ... and Animus's own API lists the model's files under the run and hands out a download URL
+    files = stack.api("GET", f"/projects/{team.project}/runs/{out['forest_run']}/artifacts", team.tokens["viewer"]).json()["items"]
+    mlmodel_path = f"logged-models/{out['model_id']}/MLmodel"
+    assert mlmodel_path in {f["path"] for f in files}, files
+    dl = stack.api(
+        "GET", f"/projects/{team.project}/runs/{out['forest_run']}/artifacts/download", team.tokens["viewer"], params={"path": mlmodel_path}
+    ).json()
+    assert "sklearn" in requests.get(dl["url"], timeout=30).text
     # the CLI (`animus runs`) finds the run by its params
     found = animus_cli(
         stack,
@@ -234,6 +242,8 @@ def test_sklearn_autolog_logs_a_run_and_model_visible_through_animus(stack, team
         stack, tmp_path, team.tokens["viewer"], "runs", "show", "--project", team.project, out["forest_run"]
     )
     assert shown.returncode == 0 and json.loads(shown.stdout)["params"]["n_estimators"] == "7", shown.stderr
+    listed = animus_cli(stack, tmp_path, team.tokens["viewer"], "runs", "artifacts", "--project", team.project, "--json", out["forest_run"])
+    assert mlmodel_path in {f["path"] for f in json.loads(listed.stdout)}, listed.stderr
     # every change was audited as the contributor, and the run's end emitted RunFinished
     mine = [e for e in audit_events(stack, team) if e["actor"] == team.names["contributor"]]
     actions = {e["action"] for e in mine if e["outcome"] == "success"}

@@ -247,6 +247,12 @@ class Client:
             params={"run_id": ",".join(run_ids), "metric": ",".join(metrics) if metrics else None, "max_points": max_points},
         )
 
+    def list_artifacts(self, project: str, run_id: str) -> list[dict]:
+        return list(self.paginate(f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts", page_size=1000))
+
+    def artifact_url(self, project: str, run_id: str, path: str) -> dict:
+        return self.request("GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts/download", params={"path": path})
+
     # --- role mappings (platform admins) --------------------------------------------------
 
     def list_role_mappings(self) -> list[dict]:

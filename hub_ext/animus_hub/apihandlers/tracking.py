@@ -319,12 +319,35 @@ default_handlers = [
 
 
 class RunArtifactListAPIHandler(_TrackingHandler):
+    """Files logged with the SDK (content-addressed) and, on the first page, files MLflow
+    clients wrote for the run and its logged models (``logged-models/<id>/…``)."""
+
     actions = {"GET": "runs:read"}
 
-    def get(self, project: str, run_id: str) -> None:
+    async def get(self, project: str, run_id: str) -> None:
         run = svc.find_run(self.db, self.project, run_id)
-        rows, next_cursor = svc.list_artifacts(self.db, run, self.limit_arg(1000), self.get_query_argument("cursor", None))
-        self.write_json({"items": [svc.artifact_json(a) for a in rows], "next_cursor": next_cursor})
+        cursor = self.get_query_argument("cursor", None)
+        rows, next_cursor = svc.list_artifacts(self.db, run, self.limit_arg(1000), cursor)
+        items = [{**svc.artifact_json(a), "source": "animus"} for a in rows]
+        if cursor is None:
+            items += await self._mlflow_files(run)
+        self.write_json({"items": items, "next_cursor": next_cursor})
+
+    async def _mlflow_files(self, run) -> list[dict[str, Any]]:
+        store, found = self.settings["object_store"], []
+        for prefix, shown in svc.mlflow_file_keys(self.db, run):
+            after = ""
+            while len(found) < MLFLOW_LISTING_MAX:
+                batch = await store.list(prefix + "/", limit=1000, start_after=after)
+                for o in batch:
+                    found.append({"path": shown + o.key[len(prefix) + 1 :], "size": o.size, "source": "mlflow"})
+                if len(batch) < 1000:
+                    break
+                after = batch[-1].key
+        return found[:MLFLOW_LISTING_MAX]
+
+
+MLFLOW_LISTING_MAX = 10_000
 
 
 class RunArtifactUploadAPIHandler(_TrackingHandler):
@@ -398,16 +421,33 @@ class RunArtifactDownloadAPIHandler(_TrackingHandler):
 
     actions = {"GET": "runs:read"}
 
-    def get(self, project: str, run_id: str) -> None:
+    async def get(self, project: str, run_id: str) -> None:
         path = self.get_query_argument("path", None)
         if not path:
             raise AnimusError(400, "invalid_argument", "Give the artifact as ?path=")
         run = svc.find_run(self.db, self.project, run_id)
-        a = svc.find_artifact(self.db, run, path)
-        sha = a.digest.removeprefix("sha256:")
-        expires = self.settings["presign_expires"]
-        url = self.settings["object_store"].presign_get(svc.blob_key(self.project.id, sha), expires, filename=path.rsplit("/", 1)[-1])
-        self.write_json({**svc.artifact_json(a), "url": url, "expires_in": expires})
+        store, expires = self.settings["object_store"], self.settings["presign_expires"]
+        filename = path.rsplit("/", 1)[-1]
+        try:
+            a = svc.find_artifact(self.db, run, path)
+        except AnimusError:
+            a = None
+        if a is not None:
+            sha = a.digest.removeprefix("sha256:")
+            url = store.presign_get(svc.blob_key(self.project.id, sha), expires, filename=filename)
+            self.write_json({**svc.artifact_json(a), "source": "animus", "url": url, "expires_in": expires})
+            return
+        svc.validate_key(path, "artifact")
+        for prefix, shown in svc.mlflow_file_keys(self.db, run):
+            if shown and not path.startswith(shown):
+                continue
+            key = f"{prefix}/{path[len(shown):]}"
+            info = await store.head(key)
+            if info is not None:
+                url = store.presign_get(key, expires, filename=filename)
+                self.write_json({"path": path, "size": info.size, "source": "mlflow", "url": url, "expires_in": expires})
+                return
+        raise AnimusError(404, "artifact_not_found", f"Run {run.id} has no artifact {path!r}")
 
 
 default_handlers += [

@@ -143,12 +143,8 @@ def view_type(value: Any, default: str = "active") -> str:
 # --- artifact locations ---------------------------------------------------------------
 
 
-def run_artifact_prefix(project_id: int, run_id: str) -> str:
-    return f"projects/{project_id}/runs/{run_id}/artifacts"
-
-
-def model_artifact_prefix(project_id: int, model_id: str) -> str:
-    return f"projects/{project_id}/logged-models/{model_id}/artifacts"
+run_artifact_prefix = svc.run_files_prefix
+model_artifact_prefix = svc.logged_model_files_prefix
 
 
 def artifact_uri(prefix: str) -> str:

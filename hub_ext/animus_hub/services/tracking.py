@@ -26,6 +26,7 @@ from ..orm import (
     Artifact,
     Experiment,
     LatestMetric,
+    LoggedModel,
     Metric,
     Project,
     Run,
@@ -578,6 +579,28 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 def blob_key(project_id: int, sha256: str) -> str:
     """Where a blob lives: once per project under its digest (shared by datasets and artifacts)."""
     return f"projects/{project_id}/blobs/sha256/{sha256[:2]}/{sha256}"
+
+
+def run_files_prefix(project_id: int, run_id: str) -> str:
+    """Where files written by MLflow clients for a run live (path-addressed, as MLflow lays them out)."""
+    return f"projects/{project_id}/runs/{run_id}/artifacts"
+
+
+def logged_model_files_prefix(project_id: int, model_id: str) -> str:
+    """Where an MLflow logged model's files live."""
+    return f"projects/{project_id}/logged-models/{model_id}/artifacts"
+
+
+LOGGED_MODELS_DIR = "logged-models"
+
+
+def mlflow_file_keys(session: Session, run: Run) -> list[tuple[str, str]]:
+    """(prefix, shown path prefix) of every place MLflow clients stored files for `run`:
+    the run's own artifact directory, and each logged model's under logged-models/<name>/."""
+    places = [(run_files_prefix(run.project_id, run.id), "")]
+    for m in session.scalars(select(LoggedModel).where(LoggedModel.run_id == run.id).order_by(LoggedModel.created_at)):
+        places.append((logged_model_files_prefix(run.project_id, m.id), f"{LOGGED_MODELS_DIR}/{m.id}/"))
+    return places
 
 
 @dataclass

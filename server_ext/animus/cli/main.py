@@ -413,6 +413,40 @@ def runs_show(project: str, run_id: str) -> None:
     print_json(_client().get_run(project, run_id))
 
 
+@runs.command("artifacts")
+@project_option
+@click.argument("run_id")
+@json_option
+@api_command
+def runs_artifacts(project: str, run_id: str, as_json: bool) -> None:
+    """List a run's artifacts: files logged with animus and with MLflow (models under logged-models/)."""
+    items = _client().list_artifacts(project, run_id)
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["path", "size", "source"])
+
+
+@runs.command("download")
+@project_option
+@click.argument("run_id")
+@click.argument("path")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write (default: the artifact's name).")
+@api_command
+def runs_download(project: str, run_id: str, path: str, output: str | None) -> None:
+    """Download one artifact of a run, straight from storage."""
+    import requests
+
+    info = _client().artifact_url(project, run_id, path)
+    target = Path(output or path.rsplit("/", 1)[-1])
+    with requests.get(info["url"], stream=True, timeout=600) as r:
+        r.raise_for_status()
+        with target.open("wb") as f:
+            for chunk in r.iter_content(1 << 20):
+                f.write(chunk)
+    click.echo(f"downloaded {path} to {target}")
+
+
 @runs.command("history")
 @project_option
 @click.argument("run_id")
