@@ -75,8 +75,10 @@ def record(
     details: dict[str, Any] | None = None,
     time: dt.datetime | None = None,
 ) -> AuditEvent:
-    """Append one event in the session's transaction; flushed, not committed."""
-    head = session.execute(select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()).scalar_one()
+    """Append one event in the session's transaction; written when the caller commits."""
+    # the change this event describes is flushed at commit, with the event: one flush, not two
+    with session.no_autoflush:
+        head = session.execute(select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()).scalar_one()
     # microseconds survive every backend, so the hashed text is what is stored
     when = time or utcnow()
     fields = {
@@ -98,7 +100,6 @@ def record(
     event = AuditEvent(**{**fields, "time": when, "hash": digest})
     session.add(event)
     head.seq, head.hash = fields["seq"], digest
-    session.flush()
     return event
 
 

@@ -42,6 +42,8 @@ from .keys import key_problem
 
 BATCH_MAX = 1000
 FLUSH_INTERVAL = 1.0
+# points waiting to be sent; a loop that logs faster than they can be sent waits here
+QUEUE_MAX = 100_000
 # transient failures are retried this long before the batch is reported lost
 RETRY_HORIZON = 120.0
 
@@ -104,7 +106,7 @@ class _MetricSender(threading.Thread):
     def __init__(self, run: Run):
         super().__init__(name=f"animus-metrics-{run.id[:8]}", daemon=True)
         self.target = run
-        self.queue: queue.Queue[dict | None] = queue.Queue()
+        self.queue: queue.Queue[dict | None] = queue.Queue(maxsize=QUEUE_MAX)
         self.flushed = threading.Condition()
         self.pending = 0
         self.error: Exception | None = None

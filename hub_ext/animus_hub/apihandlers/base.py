@@ -271,7 +271,7 @@ class APIHandler(web.RequestHandler):
             self._replay(record)
             return
         self.authorizer.invalidate_reads()
-        log.info("%s %s by %s:%s", audit_action, resource, self.principal.kind, self.principal.name)
+        log.debug("%s %s by %s:%s", audit_action, resource, self.principal.kind, self.principal.name)
         self.set_status(status)
         self.finish(text or None)
 
