@@ -45,6 +45,11 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "createRun": schemas.RunCreate,
     "updateRun": schemas.RunUpdate,
     "logRunInputs": schemas.RunInputs,
+    "createDataset": schemas.DatasetCreate,
+    "updateDataset": schemas.DatasetUpdate,
+    "setDatasetAccess": schemas.DatasetAccess,
+    "startDatasetUpload": schemas.DatasetUploadCreate,
+    "addDatasetUploadFiles": schemas.DatasetUploadFiles,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

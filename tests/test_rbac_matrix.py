@@ -98,6 +98,40 @@ def _new_run(ctx: Any, values: dict) -> dict:
 CONTRIBUTOR_UP = {"contributor", "maintainer", "owner", "admin"}
 
 
+def _new_dataset(ctx: Any, values: dict) -> dict:
+    """A dataset with one committed version (its blob uploaded through the presigned URL)."""
+    import hashlib
+
+    import requests
+
+    name = ctx.unique("ds")
+    owner = ctx.tokens["owner"]
+    base = f"/projects/{ctx.project}/datasets"
+    assert ctx.api("POST", base, owner, json={"name": name}).status_code == 201
+    data = b"rbac"
+    files = [{"path": "f.txt", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}]
+    upload = ctx.api("POST", f"{base}/{name}/uploads", owner, json={"files": files}).json()["id"]
+    for item in ctx.api("GET", f"{base}/{name}/uploads/{upload}/missing", owner).json()["items"]:
+        assert requests.put(item["url"], data=data, headers=item["headers"], timeout=30).status_code < 300
+    r = ctx.api("POST", f"{base}/{name}/uploads/{upload}/commit", owner)
+    assert r.status_code == 201, r.text
+    return {"dataset": name, "version": "1"}
+
+
+def _new_upload(ctx: Any, values: dict) -> dict:
+    """A dataset and a pending upload started by the owner (maintainers and up see others' uploads)."""
+    name = ctx.unique("ds")
+    base = f"/projects/{ctx.project}/datasets"
+    assert ctx.api("POST", base, ctx.tokens["owner"], json={"name": name}).status_code == 201
+    files = [{"path": "f.txt", "sha256": "0" * 64, "size": 1}]
+    r = ctx.api("POST", f"{base}/{name}/uploads", ctx.tokens["owner"], json={"files": files})
+    assert r.status_code == 201, r.text
+    return {"dataset": name, "upload_id": r.json()["id"]}
+
+
+DS_FILES = {"files": [{"path": "f.txt", "sha256": "0" * 64, "size": 1}]}
+
+
 def _unarchive(ctx: Any, values: dict) -> None:
     r = ctx.api("POST", f"/projects/{ctx.project}/unarchive", ctx.tokens["admin"])
     assert r.status_code == 200, r.text
@@ -176,6 +210,51 @@ EXPECTED: dict[str, dict[str, Case]] = {
     },
     "/projects/{project}/runs/{run_id}/inputs": {
         "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"datasets": [{"name": "d", "digest": "abc"}]}),
+    },
+    "/projects/{project}/datasets": {
+        "GET": Case(only(200, VIEWER_UP)),
+        "POST": Case(only(201, CONTRIBUTOR_UP), body=lambda ctx: {"name": ctx.unique("ds")}),
+    },
+    "/projects/{project}/datasets/{dataset}": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_dataset),
+        "PATCH": Case(only(200, CONTRIBUTOR_UP), setup=_new_dataset, body=lambda ctx: {"description": "d"}),
+    },
+    "/projects/{project}/datasets/{dataset}/access": {
+        "PUT": Case(only(200, MAINTAINER_UP), setup=_new_dataset, body=lambda ctx: {"reader_groups": []}),
+    },
+    "/projects/{project}/datasets/{dataset}/versions": {"GET": Case(only(200, VIEWER_UP), setup=_new_dataset)},
+    "/projects/{project}/datasets/{dataset}/versions/{version}": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_dataset),
+        "DELETE": Case(only(204, OWNER_UP), setup=_new_dataset),
+    },
+    "/projects/{project}/datasets/{dataset}/versions/{version}/files": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_dataset, params=lambda ctx, v: {"urls": "true"}),
+    },
+    "/projects/{project}/datasets/{dataset}/versions/{version}/download": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_dataset, params=lambda ctx, v: {"path": "f.txt"}),
+    },
+    "/projects/{project}/datasets/{dataset}/uploads": {
+        "POST": Case(only(201, CONTRIBUTOR_UP), setup=_new_dataset, body=lambda ctx: DS_FILES),
+    },
+    # uploads are private to who started them (here the owner) and to maintainers and up:
+    # a contributor who may write gets the 404 of an upload it cannot see
+    "/projects/{project}/datasets/{dataset}/uploads/{upload_id}": {
+        "GET": Case({**only(200, MAINTAINER_UP), "contributor": 404, "viewer": 404}, setup=_new_upload),
+        "DELETE": Case({**only(204, MAINTAINER_UP), "contributor": 404}, setup=_new_upload),
+    },
+    "/projects/{project}/datasets/{dataset}/uploads/{upload_id}/files": {
+        "POST": Case(
+            {**only(200, MAINTAINER_UP), "contributor": 404},
+            setup=_new_upload,
+            body=lambda ctx: {"files": [{"path": ctx.unique("g"), "sha256": "1" * 64, "size": 1}]},
+        ),
+    },
+    "/projects/{project}/datasets/{dataset}/uploads/{upload_id}/missing": {
+        "GET": Case({**only(200, MAINTAINER_UP), "contributor": 404}, setup=_new_upload),
+    },
+    "/projects/{project}/datasets/{dataset}/uploads/{upload_id}/commit": {
+        # nothing was uploaded: callers who may commit get the 409 that says so
+        "POST": Case({**only(409, MAINTAINER_UP), "contributor": 404}, setup=_new_upload),
     },
     "/audit/events": {"GET": Case(platform(200, ADMIN))},
     "/audit/head": {"GET": Case(platform(200, ADMIN))},

@@ -288,6 +288,12 @@ class Token(Base):
 
 
 class Dataset(Base):
+    """A named, versioned dataset of a project; mutable metadata, immutable versions.
+
+    ``restricted`` datasets are visible only to the groups in ``reader_groups`` (and
+    to maintainers and owners of the project): see ``services.datasets.can_read``.
+    """
+
     __tablename__ = "dataset"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
@@ -295,20 +301,75 @@ class Dataset(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    owners: Mapped[list[str]] = mapped_column(JSON, default=list)
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    reader_groups: Mapped[list[DatasetReaderGroup]] = relationship(cascade="all, delete-orphan")
+
+
+class DatasetReaderGroup(Base):
+    """A group allowed to read a restricted dataset."""
+
+    __tablename__ = "dataset_reader_group"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+DATASET_VERSION_STATES = ("pending", "committed", "deleted")
 
 
 class DatasetVersion(Base):
+    """A pending upload (``state`` pending, no ``version`` yet) or a committed version.
+
+    Committed versions are immutable: the database refuses UPDATE of a committed row
+    (except committed → deleted, which changes only state/deleted_at/deleted_by) and
+    any change to its ``dataset_file`` rows (triggers of migration 0003).
+    """
+
     __tablename__ = "dataset_version"
-    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "version"),
+        Index("ix_dataset_version_dataset_state", "dataset_id", "state"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), index=True)
-    version: Mapped[int] = mapped_column(Integer)
-    digest: Mapped[str] = mapped_column(String(71))
+    upload_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    digest: Mapped[str] = mapped_column(String(71), default="")
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    total_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    source_type: Mapped[str] = mapped_column(String(32), default="upload")
+    produced_by_run_id: Mapped[str | None] = mapped_column(ForeignKey("run.id"), nullable=True, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255))
+    committed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    committed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deleted_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    dataset: Mapped[Dataset] = relationship()
+
+
+class DatasetFile(Base):
+    """One manifest entry of a dataset version: path → blob (sha256, size)."""
+
+    __tablename__ = "dataset_file"
+    __table_args__ = (UniqueConstraint("version_id", "path"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_version.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(255), default="")
 
 
 class Environment(Base):

@@ -5,7 +5,7 @@ The models double as the source of the request schemas in ``openapi.yaml``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -140,3 +140,46 @@ class DatasetInputBody(Strict):
 
 class RunInputs(Strict):
     datasets: list[DatasetInputBody] = Field(max_length=100)
+
+
+# --- datasets ---------------------------------------------------------------------
+
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+PrincipalName = Annotated[str, Field(pattern=PRINCIPAL_NAME_PATTERN, max_length=255)]
+
+
+class DatasetCreate(Strict):
+    name: str = Field(pattern=DATASET_NAME_PATTERN, description="1–128 characters: letters, digits, '.', '_' and '-'")
+    description: str = Field(default="", max_length=4000)
+    tags: TagMap = Field(default_factory=dict)
+    owners: list[PrincipalName] | None = Field(
+        default=None, max_length=50, description="who answers for the data (default: you)"
+    )
+
+
+class DatasetUpdate(Strict):
+    description: str | None = Field(default=None, max_length=4000)
+    tags: TagMap | None = None
+    owners: list[PrincipalName] | None = Field(default=None, max_length=50)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> DatasetUpdate:
+        if self.description is None and self.tags is None and self.owners is None:
+            raise ValueError("give at least one of description, tags, owners")
+        return self
+
+
+class DatasetAccess(Strict):
+    reader_groups: list[PrincipalName] = Field(
+        max_length=100, description="groups that may read; empty lifts the restriction"
+    )
+
+
+class DatasetUploadCreate(Strict):
+    message: str = Field(default="", max_length=4000)
+    run_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$", description="the run producing this version")
+    files: list[dict[str, Any]] | None = Field(default=None, description="a first batch of manifest entries")
+
+
+class DatasetUploadFiles(Strict):
+    files: list[dict[str, Any]] = Field(description="a batch of manifest entries {path, sha256, size[, media_type]}")

@@ -1,8 +1,8 @@
 """animus-api REST handlers, one module per resource, each ending with ``default_handlers``."""
 
-from . import audit, members, meta, projects, rolemappings, tracking
+from . import audit, datasets, members, meta, projects, rolemappings, tracking
 
-MODULES = [meta, projects, members, tracking, audit, rolemappings]
+MODULES = [meta, projects, members, tracking, audit, rolemappings, datasets]
 
 
 def default_handlers() -> list[tuple[str, type]]:

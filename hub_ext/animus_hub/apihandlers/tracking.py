@@ -9,6 +9,7 @@ from ..errors import AnimusError
 from ..schemas import ExperimentCreate, ExperimentUpdate, RunCreate, RunInputs, RunUpdate
 from ..services import runsearch
 from ..services import tracking as svc
+from ..services.blobs import blob_key
 from ..services.pagination import parse_limit
 from .base import APIHandler
 from .projects import PROJECT
@@ -364,7 +365,7 @@ class RunArtifactUploadAPIHandler(_TrackingHandler):
         store, expires = self.settings["object_store"], self.settings["presign_expires"]
         uploads, present = [], []
         for sha in dict.fromkeys(f.sha256 for f in files):
-            key = svc.blob_key(self.project.id, sha)
+            key = blob_key(self.project.id, sha)
             if await store.exists(key):
                 present.append(sha)
                 continue
@@ -397,7 +398,7 @@ class RunArtifactCommitAPIHandler(_TrackingHandler):
         store = self.settings["object_store"]
         missing = []
         for f in {f.sha256: f for f in files}.values():
-            info = await store.head(svc.blob_key(self.project.id, f.sha256))
+            info = await store.head(blob_key(self.project.id, f.sha256))
             if info is None or info.size != f.size:
                 missing.append(f.sha256)
         if missing:
@@ -434,7 +435,7 @@ class RunArtifactDownloadAPIHandler(_TrackingHandler):
             a = None
         if a is not None:
             sha = a.digest.removeprefix("sha256:")
-            url = store.presign_get(svc.blob_key(self.project.id, sha), expires, filename=filename)
+            url = store.presign_get(blob_key(self.project.id, sha), expires, filename=filename)
             self.write_json({**svc.artifact_json(a), "source": "animus", "url": url, "expires_in": expires})
             return
         svc.validate_key(path, "artifact")

@@ -43,6 +43,10 @@ PROJECT_ACTIONS: dict[str, Role] = {
     "experiments:write": Role.contributor,
     "runs:read": Role.viewer,
     "runs:write": Role.contributor,
+    "datasets:read": Role.viewer,
+    "datasets:write": Role.contributor,
+    "datasets:admin": Role.maintainer,
+    "datasets:delete": Role.owner,
 }
 
 # actions outside any project → who may perform them

@@ -35,6 +35,7 @@ from ..orm import (
     RunTag,
     utcnow,
 )
+from .datasets import version_for_input
 from .pagination import page
 from .projects import ensure_active, iso
 
@@ -447,7 +448,8 @@ def log_inputs(session: Session, run: Run, datasets: Sequence[dict[str, Any]]) -
                 schema=d.get("schema", ""),
                 profile=d.get("profile", ""),
                 context=key[2][:64],
-                dataset_version_id=d.get("dataset_version_id"),
+                # an Animus dataset version named by its manifest digest is linked (lineage)
+                dataset_version_id=d.get("dataset_version_id") or version_for_input(session, run.project_id, key[0], key[1]),
             )
         )
         n += 1
@@ -575,10 +577,6 @@ def compare_runs(
 MAX_ARTIFACT_FILES = 1000
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
-
-def blob_key(project_id: int, sha256: str) -> str:
-    """Where a blob lives: once per project under its digest (shared by datasets and artifacts)."""
-    return f"projects/{project_id}/blobs/sha256/{sha256[:2]}/{sha256}"
 
 
 def run_files_prefix(project_id: int, run_id: str) -> str:

@@ -540,5 +540,7 @@ def audit_verify(path: str | None) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+from . import datasets as _datasets  # noqa: E402, F401 (registers `animus datasets`; it imports helpers from here)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,119 @@
+"""`animus datasets`: push, pull, list and show dataset versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import datasets as ds
+from .main import _client, api_command, json_option, main, print_json, print_table, project_option
+
+
+def _name_and_version(ref: str) -> tuple[str, str | None]:
+    """NAME or NAME:VERSION (VERSION a number or 'latest')."""
+    name, _, version = ref.partition(":")
+    if not name:
+        raise click.BadParameter(f"{ref!r}: expected NAME or NAME:VERSION")
+    return name, (version or None)
+
+
+def _dataset_error(f):
+    wrapped = api_command(f)
+
+    def run(*args, **kwargs):
+        try:
+            return wrapped(*args, **kwargs)
+        except ds.DatasetError as e:
+            raise click.ClickException(str(e)) from None
+
+    run.__name__ = f.__name__
+    run.__doc__ = f.__doc__
+    return run
+
+
+@main.group()
+def datasets() -> None:
+    """Version data as immutable, content-addressed dataset versions."""
+
+
+@datasets.command("push")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@project_option
+@click.option("-m", "--message", default="", help="What changed in this version.")
+@click.option("--force", is_flag=True, help="Create a version even if the content equals the latest one.")
+@click.option("-j", "--jobs", type=int, default=8, show_default=True, help="Parallel uploads.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@json_option
+@_dataset_error
+def datasets_push(
+    name: str, path: Path, project: str, message: str, force: bool, jobs: int, quiet: bool, as_json: bool
+) -> None:
+    """Version the folder (or file) PATH as the next version of dataset NAME (created if missing).
+
+    Only files the project's storage does not have yet are uploaded; an
+    interrupted push leaves nothing visible, and running it again resumes.
+    """
+    v = ds.push(name, path, project, message, client=_client(), upload_workers=jobs, progress=not quiet, force=force)
+    if as_json:
+        print_json(v.data)
+    else:
+        click.echo(f"{name}:{v.version} {v.digest} ({v.file_count} files, {v.total_size} bytes)")
+
+
+@datasets.command("pull")
+@click.argument("ref", metavar="NAME[:VERSION]")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@project_option
+@click.option("-j", "--jobs", type=int, default=8, show_default=True, help="Parallel downloads.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@_dataset_error
+def datasets_pull(ref: str, directory: Path, project: str, jobs: int, quiet: bool) -> None:
+    """Download a version (default: the latest) into DIRECTORY, verifying every file's sha256."""
+    name, version = _name_and_version(ref)
+    v = ds.get(name, version, project, client=_client(), record=False)
+    v.download(directory, workers=jobs, progress=not quiet)
+    click.echo(f"{name}:{v.version} → {directory} ({v.file_count} files)")
+
+
+@datasets.command("ls")
+@click.argument("name", required=False)
+@project_option
+@json_option
+@_dataset_error
+def datasets_ls(name: str | None, project: str, as_json: bool) -> None:
+    """List the datasets of a project, or the versions of dataset NAME."""
+    client = _client()
+    if name is None:
+        items = ds.list_datasets(project, client=client)
+        columns = ["name", "latest_version", "restricted", "description"]
+    else:
+        items = ds.list_versions(name, project, client=client)
+        columns = ["version", "digest", "file_count", "total_size", "committed_by", "committed_at", "message"]
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, columns)
+
+
+@datasets.command("show")
+@click.argument("ref", metavar="NAME[:VERSION]")
+@project_option
+@click.option("--files", "with_files", is_flag=True, help="List the version's files too.")
+@json_option
+@_dataset_error
+def datasets_show(ref: str, project: str, with_files: bool, as_json: bool) -> None:
+    """Show a version (default: the latest) of dataset NAME."""
+    name, version = _name_and_version(ref)
+    v = ds.get(name, version, project, client=_client(), record=False)
+    body = dict(v.data)
+    if with_files:
+        body["files"] = v.files()
+    if as_json:
+        print_json(body)
+        return
+    for key in ("dataset", "version", "digest", "file_count", "total_size", "message", "committed_by", "committed_at"):
+        click.echo(f"{key}: {body.get(key)}")
+    if with_files:
+        print_table(body["files"], ["path", "size", "sha256", "media_type"])

@@ -1,0 +1,503 @@
+"""Datasets from Python: push a folder as a new immutable version, get a version back.
+
+    import animus.datasets as ds
+
+    v = ds.push("churn", "data/churn/", message="January extract")   # → version 3
+    v = ds.get("churn", version=3)          # or version=None for the latest
+    v.files()                               # the manifest
+    with v.open("train.csv") as f: ...
+    v.download("/tmp/churn")
+    df = v.to_pandas("train.csv")           # CSV, Parquet, JSON lines (pandas installed)
+
+Bytes go straight between this machine and object storage (presigned URLs, or a
+direct path when Animus runs on this machine); the API only sees the manifest.
+A push hashes files in a thread pool, uploads only the blobs the project does not
+have yet (a new version that changes one file uploads one file) and commits
+atomically: an interrupted push leaves nothing visible, and running it again
+uploads only what is still missing. When a run is active, ``get()`` records the
+version as a run input (name, digest, source), as MLflow records dataset inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from .client import AnimusAPIError, Client
+
+MANIFEST_BATCH = 2000
+PAGE = 1000
+HASH_CHUNK = 4 * 1024 * 1024
+DOWNLOAD_CHUNK = 1024 * 1024
+COMMIT_ATTEMPTS = 3
+
+
+class DatasetError(Exception):
+    """A push or pull failed for a reason the caller must fix."""
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _project(project: str | None) -> str:
+    project = project or os.environ.get("ANIMUS_PROJECT")
+    if not project:
+        raise DatasetError("No project: pass project=... or set ANIMUS_PROJECT")
+    return project
+
+
+def manifest_digest(entries: list[tuple[str, str, int]]) -> str:
+    """The version digest the server computes (``services.datasets.manifest_digest``)."""
+    h = hashlib.sha256()
+    for path, sha, size in sorted(entries):
+        h.update(json.dumps([path, sha, size], ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        h.update(b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+def sha256_file(path: Path, progress: _Progress | None = None) -> str:
+    h = hashlib.sha256()
+    with path.open("rb", buffering=0) as f:
+        buf = bytearray(HASH_CHUNK)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            if progress is not None:
+                progress.update(n)
+    return h.hexdigest()
+
+
+# --- progress -------------------------------------------------------------------------
+
+
+class _Progress:
+    """A byte counter shown with tqdm when installed, else as a line on stderr every few seconds."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, interval: float = 2.0):
+        self.total, self.desc, self.done = total, desc, 0
+        self._lock = threading.Lock()
+        self._bar = None
+        self._enabled = enabled
+        self._interval = interval
+        self._last = time.monotonic()
+        self._start = self._last
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+            except ImportError:
+                pass
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+            if self._bar is not None:
+                self._bar.update(n)
+                return
+            now = time.monotonic()
+            if self._enabled and now - self._last >= self._interval:
+                self._last = now
+                self._line()
+
+    def _line(self) -> None:
+        rate = self.done / max(time.monotonic() - self._start, 1e-9)
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        print(f"{self.desc}: {pct:5.1f}% {_human(self.done)}/{_human(self.total)} ({_human(rate)}/s)", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self._enabled and time.monotonic() - self._start >= self._interval:
+            self._line()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+# --- versions ----------------------------------------------------------------------------
+
+
+class DatasetVersion:
+    """A committed, immutable version of a dataset."""
+
+    def __init__(self, client: Client, project: str, data: dict[str, Any]):
+        self.client = client
+        self.project = project
+        self.data = data
+        self.name: str = data["dataset"]
+        self.version: int = data["version"]
+        self.digest: str = data["digest"]
+        self.file_count: int = data.get("file_count", 0)
+        self.total_size: int = data.get("total_size", 0)
+
+    def __repr__(self) -> str:
+        return f"<animus DatasetVersion {self.project}/{self.name}:{self.version} {self.digest[:19]} files={self.file_count}>"
+
+    @property
+    def _base(self) -> str:
+        return f"/projects/{_seg(self.project)}/datasets/{_seg(self.name)}/versions/{self.version}"
+
+    @property
+    def source(self) -> str:
+        return f"animus://{self.project}/datasets/{self.name}/versions/{self.version}"
+
+    def files(self, prefix: str | None = None) -> list[dict[str, Any]]:
+        """The manifest: ``{path, sha256, size, media_type}`` per file."""
+        return list(self._pages(prefix=prefix))
+
+    def _pages(self, urls: bool = False, prefix: str | None = None) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": PAGE, "prefix": prefix}
+        if urls:
+            params.update(urls="true", local="true" if _same_machine(self.client) else None)
+        while True:
+            page = self.client.request("GET", self._base + "/files", params=params)
+            yield from page["items"]
+            if not page.get("next_cursor"):
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def open(self, path: str, mode: str = "rb") -> IO[Any]:
+        """Read one file: from its direct path when on the same machine, else streamed from storage."""
+        if mode not in ("r", "rb"):
+            raise ValueError("dataset versions are read-only: open them with 'r' or 'rb'")
+        info = self.client.request(
+            "GET",
+            self._base + "/download",
+            params={"path": path, "local": "true" if _same_machine(self.client) else None},
+        )
+        local = info.get("local_path")
+        if local and os.access(local, os.R_OK):
+            return open(local, mode)  # noqa: SIM115 (the caller closes it)
+        r = requests.get(info["url"], stream=True, timeout=60)
+        if r.status_code != 200:
+            raise DatasetError(f"download of {path!r} failed: HTTP {r.status_code}")
+        r.raw.decode_content = True
+        raw: IO[bytes] = r.raw
+        return io.TextIOWrapper(raw, encoding="utf-8") if mode == "r" else raw
+
+    def download(self, directory: str | os.PathLike[str], workers: int = 8, progress: bool = True) -> Path:
+        """Write every file under `directory` (verified by sha256); files already there and intact are kept."""
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        bar = _Progress(self.total_size, f"pull {self.name}:{self.version}", progress)
+        errors: list[str] = []
+
+        def fetch(item: dict[str, Any]) -> None:
+            try:
+                _fetch_file(root, item, bar)
+            except Exception as e:  # noqa: BLE001 (collected and reported together)
+                errors.append(f"{item['path']}: {e}")
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for item in self._pages(urls=True):
+                pool.submit(fetch, item)
+        bar.close()
+        if errors:
+            raise DatasetError(f"{len(errors)} file(s) failed to download: " + "; ".join(errors[:5]))
+        return root
+
+    def to_pandas(self, path: str | None = None, **kwargs: Any) -> Any:
+        """A pandas DataFrame of one tabular file (CSV, Parquet, JSON lines), or of all of them concatenated."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise DatasetError("to_pandas() needs pandas: pip install pandas") from None
+        paths = [path] if path else [f["path"] for f in self.files() if _reader(f["path"]) is not None]
+        if not paths:
+            raise DatasetError(f"{self.name}:{self.version} has no CSV, Parquet or JSON lines file")
+        frames = []
+        for p in paths:
+            kind = _reader(p)
+            if kind is None:
+                raise DatasetError(f"{p!r}: not a CSV, Parquet or JSON lines file (by its extension)")
+            with self.open(p, "rb") as f:
+                # pandas loads the whole table anyway; a buffer also gives Parquet the seeks it needs
+                data = io.BytesIO(f.read())
+            if kind == "csv":
+                frames.append(pd.read_csv(data, **kwargs))
+            elif kind == "tsv":
+                frames.append(pd.read_csv(data, sep="\t", **kwargs))
+            elif kind == "parquet":
+                frames.append(pd.read_parquet(data, **kwargs))
+            else:
+                frames.append(pd.read_json(data, lines=True, **kwargs))
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _reader(path: str) -> str | None:
+    name = path.lower()
+    for ext, kind in (
+        (".csv", "csv"),
+        (".tsv", "tsv"),
+        (".parquet", "parquet"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+    ):
+        if name.endswith(ext):
+            return kind
+    return None
+
+
+def _same_machine(client: Client) -> bool:
+    host = urlsplit(client.url).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _safe_target(root: Path, path: str) -> Path:
+    target = (root / path).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise DatasetError(f"refusing to write outside {root}: {path!r}")
+    return target
+
+
+def _fetch_file(root: Path, item: dict[str, Any], bar: _Progress) -> None:
+    target = _safe_target(root, item["path"])
+    if target.is_file() and target.stat().st_size == item["size"] and sha256_file(target) == item["sha256"]:
+        bar.update(item["size"])
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.animus-part")
+    h = hashlib.sha256()
+    local = item.get("local_path")
+    with tmp.open("wb") as out:
+        if local and os.access(local, os.R_OK):
+            with open(local, "rb") as src:
+                while chunk := src.read(DOWNLOAD_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        else:
+            with requests.get(item["url"], stream=True, timeout=60) as r:
+                if r.status_code != 200:
+                    raise DatasetError(f"HTTP {r.status_code}")
+                for chunk in r.iter_content(DOWNLOAD_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    if h.hexdigest() != item["sha256"]:
+        tmp.unlink(missing_ok=True)
+        raise DatasetError("content does not match its sha256")
+    os.replace(tmp, target)
+
+
+# --- push -----------------------------------------------------------------------------------
+
+
+def _collect(path: Path) -> list[tuple[str, Path]]:
+    if path.is_file():
+        return [(path.name, path)]
+    if not path.is_dir():
+        raise DatasetError(f"{path} is neither a file nor a directory")
+    files = [(p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file()]
+    if not files:
+        raise DatasetError(f"{path} holds no files: a dataset version holds at least one file")
+    return sorted(files)
+
+
+class _Uploader:
+    """PUTs blobs with a small pool; one requests.Session per thread."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+        return s
+
+    def put(self, item: dict[str, Any], path: Path, bar: _Progress) -> None:
+        with path.open("rb") as f:
+            # an empty file object would be sent chunked; stores want Content-Length: 0
+            body: Any = f if item["size"] > 0 else b""
+            r = self._session().put(item["url"], data=body, headers=item.get("headers") or {}, timeout=600)
+        if r.status_code >= 300:
+            raise DatasetError(f"upload of {path} failed: HTTP {r.status_code} {r.text[:200]}")
+        bar.update(item["size"])
+
+
+def push(
+    name: str,
+    path: str | os.PathLike[str],
+    project: str | None = None,
+    message: str = "",
+    *,
+    client: Client | None = None,
+    hash_workers: int | None = None,
+    upload_workers: int = 8,
+    progress: bool = True,
+    run_id: str | None = None,
+    force: bool = False,
+) -> DatasetVersion:
+    """Version a folder (or one file) as the next version of dataset `name` (created if missing).
+
+    If the content is identical to the latest version, that version is returned
+    and nothing is created (``force=True`` creates a new version anyway).
+    """
+    client = client or Client()
+    project = _project(project)
+    files = _collect(Path(path))
+    by_sha: dict[str, Path] = {}
+    total = sum(p.stat().st_size for _, p in files)
+    bar = _Progress(total, f"hash {name}", progress)
+    with ThreadPoolExecutor(hash_workers or min(32, (os.cpu_count() or 4) * 2)) as pool:
+        digests = list(pool.map(lambda f: sha256_file(f[1], bar), files))
+    bar.close()
+    manifest = []
+    for (rel, p), sha in zip(files, digests, strict=True):
+        manifest.append({"path": rel, "sha256": sha, "size": p.stat().st_size})
+        by_sha.setdefault(sha, p)
+    base = f"/projects/{_seg(project)}/datasets/{_seg(name)}"
+    try:
+        info = client.request("GET", base)
+    except AnimusAPIError as e:
+        if e.status != 404:
+            raise
+        info = client.request("POST", f"/projects/{_seg(project)}/datasets", json_body={"name": name})
+    local_digest = manifest_digest([(m["path"], m["sha256"], m["size"]) for m in manifest])
+    if not force and info.get("latest_digest") == local_digest:
+        return DatasetVersion(client, project, client.request("GET", f"{base}/versions/{info['latest_version']}"))
+    body: dict[str, Any] = {"message": message, "files": manifest[:MANIFEST_BATCH]}
+    if run_id:
+        body["run_id"] = run_id
+    upload = client.request("POST", f"{base}/uploads", json_body=body)
+    up = f"{base}/uploads/{upload['id']}"
+    for i in range(MANIFEST_BATCH, len(manifest), MANIFEST_BATCH):
+        client.request("POST", f"{up}/files", json_body={"files": manifest[i : i + MANIFEST_BATCH]})
+    uploader = _Uploader(upload_workers)
+    for attempt in range(COMMIT_ATTEMPTS):
+        _upload_missing(client, up, uploader, by_sha, progress)
+        try:
+            data = client.request("POST", f"{up}/commit")
+            return DatasetVersion(client, project, data)
+        except AnimusAPIError as e:
+            # a blob vanished or a URL expired between pages: ask again what is missing
+            if e.reason != "blobs_missing" or attempt == COMMIT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _upload_missing(client: Client, up: str, uploader: _Uploader, by_sha: dict[str, Path], progress: bool) -> int:
+    """Upload every blob the server says is missing, page by page (URLs are fetched just before use)."""
+    params: dict[str, Any] = {"limit": PAGE}
+    bar: _Progress | None = None
+    sent = 0
+    with ThreadPoolExecutor(uploader.workers) as pool:
+        while True:
+            page = client.request("GET", f"{up}/missing", params=params)
+            if page["items"]:
+                if bar is None:
+                    bar = _Progress(0, "upload", progress)
+                bar.total += sum(i["size"] for i in page["items"])
+                futures = [pool.submit(uploader.put, item, by_sha[item["sha256"]], bar) for item in page["items"]]
+                for fut in futures:
+                    fut.result()
+                sent += len(futures)
+            if not page.get("next_cursor"):
+                break
+            params["cursor"] = page["next_cursor"]
+    if bar is not None:
+        bar.close()
+    return sent
+
+
+# --- get ---------------------------------------------------------------------------------
+
+
+def get(
+    name: str,
+    version: int | str | None = None,
+    project: str | None = None,
+    *,
+    client: Client | None = None,
+    record: bool = True,
+    context: str = "",
+) -> DatasetVersion:
+    """A committed version (the latest when `version` is None).
+
+    With an active run (``animus.start_run``), the version is recorded as one of
+    its inputs: name, digest and source, so the run links to exactly this data.
+    """
+    client = client or Client()
+    project = _project(project)
+    ref = "latest" if version is None else str(version)
+    data = client.request("GET", f"/projects/{_seg(project)}/datasets/{_seg(name)}/versions/{_seg(ref)}")
+    v = DatasetVersion(client, project, data)
+    if record:
+        from .tracking import active_run
+
+        run = active_run()
+        if run is not None and run.project == project:
+            run.client.request(
+                "POST",
+                f"/projects/{_seg(project)}/runs/{run.id}/inputs",
+                json_body={
+                    "datasets": [
+                        {
+                            "name": name,
+                            "digest": v.digest,
+                            "source_type": "animus",
+                            "source": json.dumps({"uri": v.source}),
+                            "context": context,
+                        }
+                    ]
+                },
+            )
+    return v
+
+
+def list_datasets(project: str | None = None, *, client: Client | None = None) -> list[dict[str, Any]]:
+    client = client or Client()
+    return list(client.paginate(f"/projects/{_seg(_project(project))}/datasets", page_size=500))
+
+
+def list_versions(name: str, project: str | None = None, *, client: Client | None = None) -> list[dict[str, Any]]:
+    client = client or Client()
+    return list(client.paginate(f"/projects/{_seg(_project(project))}/datasets/{_seg(name)}/versions", page_size=500))
+
+
+def pull(
+    name: str,
+    directory: str | os.PathLike[str],
+    version: int | str | None = None,
+    project: str | None = None,
+    *,
+    client: Client | None = None,
+    progress: bool = True,
+) -> DatasetVersion:
+    """Download a version into `directory`."""
+    v = get(name, version, project, client=client)
+    v.download(directory, progress=progress)
+    return v
+
+
+__all__ = [
+    "DatasetError",
+    "DatasetVersion",
+    "get",
+    "list_datasets",
+    "list_versions",
+    "manifest_digest",
+    "pull",
+    "push",
+]
