@@ -11,19 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from seaweed import seaweedfs  # noqa: F401  (a session fixture)
-from stack import HubStack
+from stack import STACK_API_CONFIG, HubStack
 
 PG_ADMIN_DSN = os.environ.get("ANIMUS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
 
-# rules the stack's animus-api is configured with (tests rely on them)
-STACK_API_CONFIG = """
-c.AnimusAPI.role_mapping_rules = [
-    {"group": "ml-{project}-admins", "role": "owner"},
-    {"group": "ml-{project}-readers", "role": "viewer"},
-    {"group": "data-platform", "project": "shared", "role": "contributor"},
-]
-"""
 
 
 def create_pg_database() -> tuple[str, str]:

@@ -24,6 +24,15 @@ from animus_hub.hubconfig import API_PATH, EmbeddedSettings, find_proxy_command
 
 TEST_ADMIN_SERVICE = "test-admin"
 
+# rules the stack's animus-api is configured with (tests rely on them)
+STACK_API_CONFIG = """
+c.AnimusAPI.role_mapping_rules = [
+    {"group": "ml-{project}-admins", "role": "owner"},
+    {"group": "ml-{project}-readers", "role": "viewer"},
+    {"group": "data-platform", "project": "shared", "role": "contributor"},
+]
+"""
+
 OVERRIDE = """
 c.JupyterHub.services.append({{"name": "{name}", "api_token": "{token}"}})
 c.JupyterHub.load_roles.append({{"name": "admin", "services": ["{name}"]}})

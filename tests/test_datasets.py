@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import STACK_API_CONFIG
 from sqlalchemy import select, text
-from stack import HubStack
+from stack import STACK_API_CONFIG, HubStack
 
 import animus
 import animus.datasets as ds
