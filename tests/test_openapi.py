@@ -50,6 +50,9 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "setDatasetAccess": schemas.DatasetAccess,
     "startDatasetUpload": schemas.DatasetUploadCreate,
     "addDatasetUploadFiles": schemas.DatasetUploadFiles,
+    "createServiceAccount": schemas.ServiceAccountCreate,
+    "updateServiceAccount": schemas.ServiceAccountUpdate,
+    "createServiceAccountToken": schemas.ServiceAccountTokenCreate,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

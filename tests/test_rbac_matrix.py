@@ -233,6 +233,12 @@ EXPECTED: dict[str, dict[str, Case]] = {
     "/projects/{project}/datasets/{dataset}/versions/{version}/download": {
         "GET": Case(only(200, VIEWER_UP), setup=_new_dataset, params=lambda ctx, v: {"path": "f.txt"}),
     },
+    "/projects/{project}/datasets/{dataset}/versions/{version}/schema": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_dataset),
+    },
+    "/projects/{project}/datasets/{dataset}/diff": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_dataset, params=lambda ctx, v: {"from": "1", "to": "latest"}),
+    },
     "/projects/{project}/datasets/{dataset}/uploads": {
         "POST": Case(only(201, CONTRIBUTOR_UP), setup=_new_dataset, body=lambda ctx: DS_FILES),
     },
@@ -272,6 +278,46 @@ EXPECTED: dict[str, dict[str, Case]] = {
     },
 }
 
+
+# --- service accounts ---------------------------------------------------------------
+
+
+def _new_service_account(ctx: Any, values: dict) -> dict:
+    name = ctx.unique("sa")
+    r = ctx.api("POST", f"/projects/{ctx.project}/service-accounts", ctx.tokens["owner"], json={"name": name, "role": "viewer"})
+    assert r.status_code == 201, r.text
+    return {"name": name}
+
+
+def _new_service_account_token(ctx: Any, values: dict) -> dict:
+    name = _new_service_account(ctx, values)["name"]
+    r = ctx.api(
+        "POST", f"/projects/{ctx.project}/service-accounts/{name}/tokens", ctx.tokens["owner"], json={"expires_in": 600}
+    )
+    assert r.status_code == 201, r.text
+    return {"name": name, "prefix": r.json()["prefix"]}
+
+
+EXPECTED.update(
+    {
+        "/projects/{project}/service-accounts": {
+            "GET": Case(only(200, VIEWER_UP)),
+            "POST": Case(only(201, MAINTAINER_UP), body=lambda ctx: {"name": ctx.unique("sa"), "role": "viewer"}),
+        },
+        "/projects/{project}/service-accounts/{name}": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_service_account),
+            "PATCH": Case(only(200, MAINTAINER_UP), setup=_new_service_account, body=lambda ctx: {"description": "d"}),
+            "DELETE": Case(only(204, MAINTAINER_UP), setup=_new_service_account),
+        },
+        "/projects/{project}/service-accounts/{name}/tokens": {
+            "GET": Case(only(200, MAINTAINER_UP), setup=_new_service_account),
+            "POST": Case(only(201, MAINTAINER_UP), setup=_new_service_account, body=lambda ctx: {"expires_in": 600}),
+        },
+        "/projects/{project}/service-accounts/{name}/tokens/{prefix}": {
+            "DELETE": Case(only(204, MAINTAINER_UP), setup=_new_service_account_token),
+        },
+    }
+)
 
 def served_routes() -> list[tuple[str, type[APIHandler]]]:
     """The routes the application serves, as templates relative to the API prefix."""

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubAuth
-from pythonjsonlogger.json import JsonFormatter
 from tornado import web
 from tornado.httpserver import HTTPServer
 from traitlets import Bool, Dict, Float, Integer, List, Set, Type, Unicode, default, validate
@@ -33,6 +32,7 @@ from .apihandlers.meta import ServiceRootHandler
 from .auth.identity import Identifier
 from .auth.rbac import PROJECT_PLACEHOLDER, Authorizer, RuleSpec, validate_group_pattern
 from .errors import AnimusError
+from .logsetup import configure_logging
 from .metrics import observe_request
 from .orm import Role
 
@@ -124,6 +124,11 @@ class AnimusAPI(Application):
         300, help="Seconds a presigned upload or download URL stays valid."
     ).tag(config=True)
 
+    service_account_token_max_expires_in = Integer(
+        365 * 24 * 3600,
+        help="Longest lifetime, in seconds, of a service-account token (expires_in above it answers 422).",
+    ).tag(config=True)
+
     max_request_body = Integer(1024 * 1024, help="Largest accepted request body, in bytes (413 above).").tag(
         config=True
     )
@@ -152,16 +157,7 @@ class AnimusAPI(Application):
         self.init_tornado_application()
 
     def init_logging(self) -> None:
-        handler = logging.StreamHandler(sys.stderr)
-        if self.log_json:
-            handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        else:
-            handler.setFormatter(logging.Formatter("[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"))
-        for name in ("animus", "animus_hub", "tornado", "alembic"):
-            logger = logging.getLogger(name)
-            logger.handlers = [handler]
-            logger.setLevel(self.log_level)
-            logger.propagate = False
+        configure_logging(self.log_level, self.log_json)
         self.log = logging.getLogger("animus")
 
     def init_db(self) -> None:
@@ -205,6 +201,7 @@ class AnimusAPI(Application):
             "api_url_path": self.base_url + API_PREFIX,
             "object_store": self.object_store,
             "presign_expires": self.presign_expires,
+            "service_account_token_max_expires_in": self.service_account_token_max_expires_in,
             "observe_request": observe_request,
             "log_function": self.log_request,
             "default_handler_class": NotFoundHandler,

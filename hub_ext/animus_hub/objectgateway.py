@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from pythonjsonlogger.json import JsonFormatter
 from tornado import httputil, iostream, web
 from tornado.httpserver import HTTPServer
 from traitlets import Bool, Integer, Unicode, default, validate
@@ -38,6 +37,7 @@ from traitlets.config import Application
 
 from ._version import __version__
 from .errors import AnimusError, not_found
+from .logsetup import configure_logging
 from .storage.base import SHA256_HEADER, content_disposition, sha256_from_base64, validate_key
 from .storage.local import LocalObjectStore
 
@@ -407,16 +407,7 @@ class ObjectGateway(Application):
         self.init_tornado_application()
 
     def init_logging(self) -> None:
-        handler = logging.StreamHandler(sys.stderr)
-        if self.log_json:
-            handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        else:
-            handler.setFormatter(logging.Formatter("[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"))
-        for name in ("animus", "animus_hub", "tornado"):
-            logger = logging.getLogger(name)
-            logger.handlers = [handler]
-            logger.setLevel(self.log_level)
-            logger.propagate = False
+        configure_logging(self.log_level, self.log_json)
         self.log = logging.getLogger("animus.objects")
 
     def init_store(self) -> None:

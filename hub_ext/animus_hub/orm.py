@@ -372,6 +372,25 @@ class DatasetFile(Base):
     media_type: Mapped[str] = mapped_column(String(255), default="")
 
 
+class DatasetFileProfile(Base):
+    """Schema and statistics of one tabular file of a version, as the pushing client computed them.
+
+    Insert-only: rows are added with the manifest of a pending upload and never change
+    (triggers of migration 0004); see ``services.dataset_profiles``.
+    """
+
+    __tablename__ = "dataset_file_profile"
+    __table_args__ = (UniqueConstraint("version_id", "path"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_version.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class Environment(Base):
     __tablename__ = "environment"
     __table_args__ = (UniqueConstraint("project_id", "name"),)

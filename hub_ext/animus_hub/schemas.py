@@ -183,3 +183,36 @@ class DatasetUploadCreate(Strict):
 
 class DatasetUploadFiles(Strict):
     files: list[dict[str, Any]] = Field(description="a batch of manifest entries {path, sha256, size[, media_type]}")
+
+
+# --- service accounts ----------------------------------------------------------------
+
+SERVICE_ACCOUNT_NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+TokenScope = Literal["read", "write"]
+
+
+class ServiceAccountCreate(Strict):
+    name: str = Field(
+        pattern=SERVICE_ACCOUNT_NAME_PATTERN, description="1–63 characters: a-z, 0-9 and '-', starting with a letter"
+    )
+    description: str = Field(default="", max_length=4000)
+    role: RoleName
+
+
+class ServiceAccountUpdate(Strict):
+    description: str | None = Field(default=None, max_length=4000)
+    role: RoleName | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ServiceAccountUpdate:
+        if self.description is None and self.role is None:
+            raise ValueError("give at least one of description, role")
+        return self
+
+
+class ServiceAccountTokenCreate(Strict):
+    note: str = Field(default="", max_length=255, description="what the token is for, e.g. 'GitLab CI, 2026-Q1'")
+    expires_in: int = Field(ge=1, description="seconds until the token expires (at most the server's maximum)")
+    scopes: list[TokenScope] = Field(
+        default=[], max_length=2, description="'read' restricts the token to reads; empty: what the role allows"
+    )

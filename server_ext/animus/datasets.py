@@ -36,8 +36,13 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from .client import AnimusAPIError, Client
+from .profiling import ProfileError, hash_and_profile, parquet_supported, table_format
 
 MANIFEST_BATCH = 2000
+#: bytes of manifest entries (profiles included) per request, under the API's 1 MiB body limit
+MANIFEST_BATCH_BYTES = 768 * 1024
+#: the largest profile the API accepts (``services.dataset_profiles.MAX_PROFILE_BYTES``)
+MAX_PROFILE_BYTES = 256 * 1024
 PAGE = 1000
 HASH_CHUNK = 4 * 1024 * 1024
 DOWNLOAD_CHUNK = 1024 * 1024
@@ -215,6 +220,21 @@ class DatasetVersion:
             raise DatasetError(f"{len(errors)} file(s) failed to download: " + "; ".join(errors[:5]))
         return root
 
+    def schema(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Profiles of the version's tabular files: ``{path, sha256, format, rows, bad_rows, columns: [...]}``.
+
+        Each column has ``name``, ``type``, ``nulls``, ``min``, ``max``, ``mean`` and
+        ``distinct`` (an estimate above 2048 distinct values). ``path`` selects one file.
+        """
+        params: dict[str, Any] = {"limit": 100, "path": path}
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.client.request("GET", self._base + "/schema", params=params)
+            out += page["items"]
+            if not page.get("next_cursor"):
+                return out
+            params["cursor"] = page["next_cursor"]
+
     def to_pandas(self, path: str | None = None, **kwargs: Any) -> Any:
         """A pandas DataFrame of one tabular file (CSV, Parquet, JSON lines), or of all of them concatenated."""
         try:
@@ -348,11 +368,15 @@ def push(
     progress: bool = True,
     run_id: str | None = None,
     force: bool = False,
+    profile: bool = True,
 ) -> DatasetVersion:
     """Version a folder (or one file) as the next version of dataset `name` (created if missing).
 
     If the content is identical to the latest version, that version is returned
-    and nothing is created (``force=True`` creates a new version anyway).
+    and nothing is created (``force=True`` creates a new version anyway). CSV, TSV,
+    JSON lines and Parquet files are profiled while they are hashed (schema and
+    statistics, see ``animus.profiling``; ``profile=False`` skips it) and the
+    profiles are stored with the version.
     """
     client = client or Client()
     project = _project(project)
@@ -361,11 +385,14 @@ def push(
     total = sum(p.stat().st_size for _, p in files)
     bar = _Progress(total, f"hash {name}", progress)
     with ThreadPoolExecutor(hash_workers or min(32, (os.cpu_count() or 4) * 2)) as pool:
-        digests = list(pool.map(lambda f: sha256_file(f[1], bar), files))
+        results = list(pool.map(lambda f: _hash_file(f[0], f[1], bar, profile), files))
     bar.close()
     manifest = []
-    for (rel, p), sha in zip(files, digests, strict=True):
-        manifest.append({"path": rel, "sha256": sha, "size": p.stat().st_size})
+    for (rel, p), (sha, prof) in zip(files, results, strict=True):
+        entry: dict[str, Any] = {"path": rel, "sha256": sha, "size": p.stat().st_size}
+        if prof is not None:
+            entry["profile"] = prof
+        manifest.append(entry)
         by_sha.setdefault(sha, p)
     base = f"/projects/{_seg(project)}/datasets/{_seg(name)}"
     try:
@@ -377,13 +404,14 @@ def push(
     local_digest = manifest_digest([(m["path"], m["sha256"], m["size"]) for m in manifest])
     if not force and info.get("latest_digest") == local_digest:
         return DatasetVersion(client, project, client.request("GET", f"{base}/versions/{info['latest_version']}"))
-    body: dict[str, Any] = {"message": message, "files": manifest[:MANIFEST_BATCH]}
+    batches = _batches(manifest)
+    body: dict[str, Any] = {"message": message, "files": next(batches)}
     if run_id:
         body["run_id"] = run_id
     upload = client.request("POST", f"{base}/uploads", json_body=body)
     up = f"{base}/uploads/{upload['id']}"
-    for i in range(MANIFEST_BATCH, len(manifest), MANIFEST_BATCH):
-        client.request("POST", f"{up}/files", json_body={"files": manifest[i : i + MANIFEST_BATCH]})
+    for batch in batches:
+        client.request("POST", f"{up}/files", json_body={"files": batch})
     uploader = _Uploader(upload_workers)
     for attempt in range(COMMIT_ATTEMPTS):
         _upload_missing(client, up, uploader, by_sha, progress)
@@ -395,6 +423,48 @@ def push(
             if e.reason != "blobs_missing" or attempt == COMMIT_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def _hash_file(rel: str, path: Path, bar: _Progress, profile: bool) -> tuple[str, dict[str, Any] | None]:
+    """sha256 of a file and, for a tabular one, its profile (computed from the same read for CSV and JSON lines)."""
+    fmt = table_format(rel) if profile else None
+    if fmt == "parquet" and not parquet_supported():
+        _warn_once("animus: Parquet files are not profiled: profiling Parquet needs pyarrow (pip install pyarrow)")
+        fmt = None
+    if fmt is None:
+        return sha256_file(path, bar), None
+    try:
+        sha, prof = hash_and_profile(path, fmt, bar.update)
+    except ProfileError as e:
+        print(f"animus: {rel}: not profiled: {e}", file=sys.stderr)
+        return sha256_file(path), None
+    if prof is not None and len(json.dumps(prof).encode("utf-8")) > MAX_PROFILE_BYTES:
+        print(f"animus: {rel}: not profiled: the profile is larger than {MAX_PROFILE_BYTES} bytes", file=sys.stderr)
+        prof = None
+    return sha, prof
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr)
+
+
+def _batches(manifest: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Manifest entries in request-sized batches (at most MANIFEST_BATCH entries and about MANIFEST_BATCH_BYTES)."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entry in manifest:
+        n = len(json.dumps(entry).encode("utf-8")) + 2
+        if batch and (len(batch) >= MANIFEST_BATCH or size + n > MANIFEST_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += n
+    yield batch
 
 
 def _upload_missing(client: Client, up: str, uploader: _Uploader, by_sha: dict[str, Path], progress: bool) -> int:
@@ -476,6 +546,28 @@ def list_versions(name: str, project: str | None = None, *, client: Client | Non
     return list(client.paginate(f"/projects/{_seg(_project(project))}/datasets/{_seg(name)}/versions", page_size=500))
 
 
+def diff(
+    name: str,
+    a: int | str,
+    b: int | str | None = None,
+    project: str | None = None,
+    *,
+    client: Client | None = None,
+) -> dict[str, Any]:
+    """What changed from version `a` to version `b` (default: the latest) of dataset `name`.
+
+    ``files``: ``added``, ``removed``, ``changed`` (by sha256) with counts; ``tables``:
+    for changed tabular files profiled in both versions, ``columns_added``,
+    ``columns_removed``, ``type_changes`` and ``rows`` (from, to, change).
+    """
+    client = client or Client()
+    return client.request(
+        "GET",
+        f"/projects/{_seg(_project(project))}/datasets/{_seg(name)}/diff",
+        params={"from": str(a), "to": "latest" if b is None else str(b)},
+    )
+
+
 def pull(
     name: str,
     directory: str | os.PathLike[str],
@@ -494,6 +586,7 @@ def pull(
 __all__ = [
     "DatasetError",
     "DatasetVersion",
+    "diff",
     "get",
     "list_datasets",
     "list_versions",

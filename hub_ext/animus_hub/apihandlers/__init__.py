@@ -1,8 +1,9 @@
 """animus-api REST handlers, one module per resource, each ending with ``default_handlers``."""
 
-from . import audit, datasets, members, meta, projects, rolemappings, tracking
+from . import audit, datasets, members, meta, projects, rolemappings, service_accounts, tracking
 
 MODULES = [meta, projects, members, tracking, audit, rolemappings, datasets]
+MODULES.append(service_accounts)
 
 
 def default_handlers() -> list[tuple[str, type]]:

@@ -228,8 +228,13 @@ class APIHandler(web.RequestHandler):
         audit_action: str,
         resource: str,
         details: dict[str, Any] | None = None,
+        replay_body: Any = None,
     ) -> None:
-        """Audit, store the idempotency record and commit with the change, then answer."""
+        """Audit, store the idempotency record and commit with the change, then answer.
+
+        `replay_body`, when given, is what the idempotency record stores and a retry
+        gets instead of `body` (a body carrying a one-time secret is never stored).
+        """
         audit.record(
             self.db,
             self.actor,
@@ -249,7 +254,7 @@ class APIHandler(web.RequestHandler):
                     path=self.request.path[:1024],
                     request_digest=digest,
                     status=status,
-                    response_body=text,
+                    response_body=text if replay_body is None else json.dumps(replay_body),
                     created_at=utcnow(),
                 )
             )
@@ -314,7 +319,8 @@ class APIHandler(web.RequestHandler):
             self.set_header(name, value)
         if not hasattr(self, "request_id"):
             self.request_id = uuid.uuid4().hex
-            self.set_header("X-Request-Id", self.request_id)
+        # send_error() cleared the headers set in prepare(): the id goes back on the error too
+        self.set_header("X-Request-Id", self.request_id)
         self._audit_refusal(error)
         self.finish(json.dumps(body))
 

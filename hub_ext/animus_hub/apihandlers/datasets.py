@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import AnimusError
 from ..orm import Dataset
 from ..schemas import DatasetAccess, DatasetCreate, DatasetUpdate, DatasetUploadCreate, DatasetUploadFiles
+from ..services import dataset_profiles as profiles
 from ..services import datasets as svc
 from ..services.pagination import parse_limit
 from .base import APIHandler
@@ -166,6 +167,36 @@ class DatasetDownloadAPIHandler(_DatasetHandler):
         self.write_json({**body, "version": v.version, "expires_in": self.settings["presign_expires"]})
 
 
+class DatasetSchemaAPIHandler(_DatasetHandler):
+    """Columns, types and statistics of every profiled tabular file of a version (paginated; ``?path=`` for one)."""
+
+    actions = {"GET": "datasets:read"}
+
+    def get(self, project: str, dataset: str, version: str) -> None:
+        d = self.find_dataset(dataset)
+        v = svc.find_version(self.db, d, version)
+        items, next_cursor = profiles.version_schema(
+            self.db, v, self.limit_arg(), self.get_query_argument("cursor", None), self.get_query_argument("path", None)
+        )
+        self.write_json(
+            {"dataset": d.name, "version": v.version, "digest": v.digest, "items": items, "next_cursor": next_cursor}
+        )
+
+
+class DatasetDiffAPIHandler(_DatasetHandler):
+    """Files added, removed and changed between two versions, and schema changes of tabular files."""
+
+    actions = {"GET": "datasets:read"}
+
+    def get(self, project: str, dataset: str) -> None:
+        refs = [self.get_query_argument(k, None) for k in ("from", "to")]
+        if not all(refs):
+            raise AnimusError(400, "invalid_argument", "Give the versions to compare as ?from=&to=")
+        d = self.find_dataset(dataset)
+        a, b = (svc.find_version(self.db, d, r) for r in refs)
+        self.write_json(profiles.diff_versions(self.db, d, a, b))
+
+
 # --- the push protocol --------------------------------------------------------------------
 
 
@@ -279,6 +310,8 @@ default_handlers = [
     (f"{BASE}/{DATASET}/versions/{VERSION}", DatasetVersionAPIHandler),
     (f"{BASE}/{DATASET}/versions/{VERSION}/files", DatasetFilesAPIHandler),
     (f"{BASE}/{DATASET}/versions/{VERSION}/download", DatasetDownloadAPIHandler),
+    (f"{BASE}/{DATASET}/versions/{VERSION}/schema", DatasetSchemaAPIHandler),
+    (f"{BASE}/{DATASET}/diff", DatasetDiffAPIHandler),
     (f"{BASE}/{DATASET}/uploads", DatasetUploadListAPIHandler),
     (f"{BASE}/{DATASET}/uploads/{UPLOAD}", DatasetUploadAPIHandler),
     (f"{BASE}/{DATASET}/uploads/{UPLOAD}/files", DatasetUploadFilesAPIHandler),

@@ -47,7 +47,23 @@ PROJECT_ACTIONS: dict[str, Role] = {
     "datasets:write": Role.contributor,
     "datasets:admin": Role.maintainer,
     "datasets:delete": Role.owner,
+    # service accounts: anyone in the project may see which exist; managing them and
+    # their tokens needs maintainer (and a role at least the account's: services.service_accounts)
+    "service_accounts:read": Role.viewer,
+    "service_accounts:write": Role.maintainer,
+    "service_account_tokens:read": Role.maintainer,
+    "service_account_tokens:write": Role.maintainer,
 }
+
+# project actions only a human may perform: a token cannot create service accounts or
+# mint tokens (a leaked token could otherwise outlive its own expiry)
+HUMAN_ONLY_ACTIONS = frozenset({"service_accounts:write", "service_account_tokens:write"})
+
+# the scopes an Animus token may carry; a token without scopes may do what its role allows
+#   "read": only actions that read (named '…:read', plus the listings below)
+#   "write": everything its role allows (the same as no scopes)
+TOKEN_SCOPES = ("read", "write")
+READ_ONLY_ACTIONS = frozenset({"api:describe", "projects:list"})
 
 # actions outside any project → who may perform them
 #   "public": anyone, even without a token (health probes)
@@ -67,6 +83,29 @@ PLATFORM_ACTIONS: dict[str, str] = {
 }
 
 ALL_ACTIONS = frozenset(PROJECT_ACTIONS) | frozenset(PLATFORM_ACTIONS)
+
+
+def is_read_action(action: str) -> bool:
+    return action.endswith(":read") or action in READ_ONLY_ACTIONS
+
+
+def scope_allows(principal: Principal, action: str) -> bool:
+    """Whether the scopes of an Animus token (service account, run) allow `action`.
+
+    JupyterHub tokens carry JupyterHub scopes, which are not ours to interpret here.
+    """
+    if principal.kind not in ("service_account", "run") or not principal.scopes:
+        return True
+    return "write" in principal.scopes or ("read" in principal.scopes and is_read_action(action))
+
+
+def insufficient_scope(principal: Principal, action: str) -> AnimusError:
+    return AnimusError(
+        403,
+        "insufficient_scope",
+        f"This token's scopes ({', '.join(sorted(principal.scopes))}) do not allow {action}",
+        {"action": action, "scopes": sorted(principal.scopes)},
+    )
 
 
 @dataclass(frozen=True)
@@ -314,6 +353,8 @@ class Authorizer:
                 return None
             if principal.kind == "anonymous":
                 raise unauthenticated()
+            if not scope_allows(principal, action):
+                raise insufficient_scope(principal, action)
             if who == "authenticated":
                 return None
             if who == "user" and principal.kind == "user":
@@ -341,6 +382,12 @@ class Authorizer:
                 f"Your role in project {name!r} is {role.name}; {action} needs {needed.name} or above",
                 {"action": action, "role": role.name, "required_role": needed.name},
             )
+        if action in HUMAN_ONLY_ACTIONS and principal.kind != "user":
+            raise AnimusError(
+                403, "forbidden", f"Only people may {action.replace(':', ' ')}, not {principal.kind} tokens", {"action": action}
+            )
+        if not scope_allows(principal, action):
+            raise insufficient_scope(principal, action)
         return role
 
 

@@ -41,6 +41,7 @@ from ..events import record_event
 from ..orm import (
     Dataset,
     DatasetFile,
+    DatasetFileProfile,
     DatasetReaderGroup,
     DatasetVersion,
     Project,
@@ -50,6 +51,7 @@ from ..orm import (
     utcnow,
 )
 from ..storage.base import ObjectStore
+from . import dataset_profiles as profiles
 from .blobs import blob_key
 from .pagination import page
 from .projects import iso
@@ -87,6 +89,8 @@ class ManifestFile:
     sha256: str
     size: int
     media_type: str = ""
+    #: schema and statistics of a tabular file (``services.dataset_profiles``)
+    profile: dict[str, Any] | None = None
 
 
 def manifest_digest(entries: Iterable[tuple[str, str, int]]) -> str:
@@ -153,8 +157,8 @@ def parse_files(raw: Any) -> list[ManifestFile]:
     seen: set[str] = set()
     sizes: dict[str, int] = {}
     for item in raw:
-        if not isinstance(item, dict) or set(item) - {"path", "sha256", "size", "media_type"}:
-            raise _bad("validation_failed", "Each file is an object {path, sha256, size[, media_type]}")
+        if not isinstance(item, dict) or set(item) - {"path", "sha256", "size", "media_type", "profile"}:
+            raise _bad("validation_failed", "Each file is an object {path, sha256, size[, media_type, profile]}")
         path = validate_path(item.get("path"))
         if path in seen:
             raise _bad("duplicate_path", f"Path {path!r} is listed twice", path=path)
@@ -172,7 +176,10 @@ def parse_files(raw: Any) -> list[ManifestFile]:
             media_type = guess_media_type(path)
         elif not isinstance(media_type, str) or len(media_type) > MEDIA_TYPE_MAX or _CONTROL.search(media_type):
             raise _bad("validation_failed", f"{path!r}: media_type must be a string of at most {MEDIA_TYPE_MAX}")
-        files.append(ManifestFile(path, sha, size, media_type))
+        profile = item.get("profile")
+        if profile is not None:
+            profile = profiles.parse_profile(profile, path)
+        files.append(ManifestFile(path, sha, size, media_type, profile))
     return files
 
 
@@ -561,6 +568,7 @@ def add_files(session: Session, upload: DatasetVersion, files: Sequence[Manifest
                 for f in files
             ],
         )
+        profiles.insert_profiles(session, upload.id, files)
     except IntegrityError:
         session.rollback()
         dup = _first_existing_path(session, upload.id, [f.path for f in files])
@@ -728,6 +736,7 @@ async def commit_upload(
 
 def abandon_upload(session: Session, upload: DatasetVersion) -> None:
     """Forget a pending upload and its manifest rows (blobs stay: they may be shared)."""
+    session.execute(delete(DatasetFileProfile).where(DatasetFileProfile.version_id == upload.id))
     session.execute(delete(DatasetFile).where(DatasetFile.version_id == upload.id))
     session.delete(upload)
 
@@ -741,6 +750,7 @@ def purge_stale_uploads(session: Session, older_than: dt.timedelta) -> int:
         )
     )
     for chunk in _chunks(ids):
+        session.execute(delete(DatasetFileProfile).where(DatasetFileProfile.version_id.in_(chunk)))
         session.execute(delete(DatasetFile).where(DatasetFile.version_id.in_(chunk)))
         session.execute(delete(DatasetVersion).where(DatasetVersion.id.in_(chunk)))
     return len(ids)

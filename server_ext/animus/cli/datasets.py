@@ -1,4 +1,4 @@
-"""`animus datasets`: push, pull, list and show dataset versions."""
+"""`animus datasets`: push, pull, list and show dataset versions; their schema and diffs."""
 
 from __future__ import annotations
 
@@ -45,17 +45,36 @@ def datasets() -> None:
 @click.option("--force", is_flag=True, help="Create a version even if the content equals the latest one.")
 @click.option("-j", "--jobs", type=int, default=8, show_default=True, help="Parallel uploads.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--no-profile", is_flag=True, help="Do not compute schema and statistics of tabular files.")
 @json_option
 @_dataset_error
 def datasets_push(
-    name: str, path: Path, project: str, message: str, force: bool, jobs: int, quiet: bool, as_json: bool
+    name: str,
+    path: Path,
+    project: str,
+    message: str,
+    force: bool,
+    jobs: int,
+    quiet: bool,
+    no_profile: bool,
+    as_json: bool,
 ) -> None:
     """Version the folder (or file) PATH as the next version of dataset NAME (created if missing).
 
     Only files the project's storage does not have yet are uploaded; an
     interrupted push leaves nothing visible, and running it again resumes.
     """
-    v = ds.push(name, path, project, message, client=_client(), upload_workers=jobs, progress=not quiet, force=force)
+    v = ds.push(
+        name,
+        path,
+        project,
+        message,
+        client=_client(),
+        upload_workers=jobs,
+        progress=not quiet,
+        force=force,
+        profile=not no_profile,
+    )
     if as_json:
         print_json(v.data)
     else:
@@ -117,3 +136,66 @@ def datasets_show(ref: str, project: str, with_files: bool, as_json: bool) -> No
         click.echo(f"{key}: {body.get(key)}")
     if with_files:
         print_table(body["files"], ["path", "size", "sha256", "media_type"])
+
+
+@datasets.command("schema")
+@click.argument("ref", metavar="NAME[:VERSION]")
+@project_option
+@click.option("--path", "file_path", default=None, help="Only this file.")
+@json_option
+@_dataset_error
+def datasets_schema(ref: str, project: str, file_path: str | None, as_json: bool) -> None:
+    """Columns, types and statistics of the tabular files of a version (default: the latest)."""
+    name, version = _name_and_version(ref)
+    v = ds.get(name, version, project, client=_client(), record=False)
+    files = v.schema(file_path)
+    if as_json:
+        print_json({"dataset": name, "version": v.version, "digest": v.digest, "files": files})
+        return
+    if not files:
+        click.echo(f"{name}:{v.version} has no profiled tabular file")
+    for i, f in enumerate(files):
+        if i:
+            click.echo("")
+        bad = f", {f['bad_rows']} broken rows skipped" if f.get("bad_rows") else ""
+        click.echo(f"{f['path']} ({f['format']}, {f['rows']} rows{bad})")
+        rows = [{**c, **{k: _short(c.get(k)) for k in ("min", "max", "mean")}} for c in f["columns"]]
+        print_table(rows, ["name", "type", "nulls", "distinct", "min", "max", "mean"])
+
+
+def _short(value: object) -> object:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+@datasets.command("diff")
+@click.argument("name")
+@click.argument("a")
+@click.argument("b", required=False)
+@project_option
+@json_option
+@_dataset_error
+def datasets_diff(name: str, a: str, b: str | None, project: str, as_json: bool) -> None:
+    """What changed from version A to version B (default: the latest) of dataset NAME."""
+    d = ds.diff(name, a, b, project, client=_client())
+    if as_json:
+        print_json(d)
+        return
+    files = d["files"]
+    click.echo(
+        f"{name}:{d['from']['version']} → {name}:{d['to']['version']}: {files['added_count']} added, "
+        f"{files['removed_count']} removed, {files['changed_count']} changed, {files['unchanged_count']} unchanged"
+    )
+    for mark, key in (("+", "added"), ("-", "removed"), ("~", "changed")):
+        for f in files[key]:
+            click.echo(f"  {mark} {f['path']}")
+    if files["truncated"]:
+        click.echo("  … (lists cut at 1000 entries; see --json for counts)")
+    for t in d["tables"]:
+        rows = t["rows"]
+        click.echo(f"{t['path']}: rows {rows['from']} → {rows['to']} ({rows['change']:+d})")
+        for c in t["columns_added"]:
+            click.echo(f"  + column {c['name']} ({c['type']})")
+        for c in t["columns_removed"]:
+            click.echo(f"  - column {c['name']} ({c['type']})")
+        for c in t["type_changes"]:
+            click.echo(f"  ~ column {c['name']}: {c['from']} → {c['to']}")

@@ -541,6 +541,11 @@ def audit_verify(path: str | None) -> None:
 
 
 from . import datasets as _datasets  # noqa: E402, F401 (registers `animus datasets`; it imports helpers from here)
+from . import service_accounts as _service_accounts  # noqa: E402, F401 (registers `animus service-accounts`)
 
 if __name__ == "__main__":
-    main()
+    # run as `python -m animus.cli.main`: use the module as imported, where every
+    # command group (datasets, service-accounts) registered itself
+    from animus.cli.main import main as registered_main
+
+    registered_main()
