@@ -351,3 +351,17 @@ def test_service_account_token_is_bound_to_its_project(stack, alice, unique):
     engine.dispose()
     secret = value.split("_", 2)[2]
     assert all(secret not in (p + h) for p, h in rows)
+
+
+def test_unsupported_methods_answer_405_with_the_allowed_ones(stack, alice):
+    _, token = alice
+    r = stack.api("PUT", "/projects", token, json={})
+    assert r.status_code == 405 and r.json()["reason"] == "method_not_allowed"
+    assert r.headers["Allow"] == "GET, POST"
+    assert r.headers["X-Request-Id"]
+
+
+def test_health_is_public_and_ignores_any_token(stack):
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "garbage"}):
+        r = stack.http.get(stack.api_url + "/health", headers=headers, timeout=30)
+        assert r.status_code == 200 and r.json() == {"status": "ok"}

@@ -96,8 +96,12 @@ class APIHandler(web.RequestHandler):
             self.principal = await self.settings["identifier"].identify(lambda: self.db, token)
         if not implemented:
             allowed = ", ".join(sorted(self.actions))
-            self.set_header("Allow", allowed)
-            raise AnimusError(405, "method_not_allowed", f"{method} is not supported here (allowed: {allowed})")
+            raise AnimusError(
+                405,
+                "method_not_allowed",
+                f"{method} is not supported here (allowed: {allowed})",
+                headers={"Allow": allowed},
+            )
         if not self.action:
             # an implemented method without a declared action is our bug: fail closed
             raise AnimusError(500, "no_authorization_rule", "This route has no authorisation rule for this method")
