@@ -610,10 +610,14 @@ def main(argv: list[str] | None = None) -> int:
         loadgen_main(args.loadgen)
         return 0
 
+    return run_and_save(Bench(args), "api_throughput")
+
+
+def run_and_save(bench, name: str) -> int:
+    """Run a benchmark, always clean up, and write its results as JSON (shared by the benchmarks)."""
     # Ctrl-C and SIGTERM stop the run and clean up (set explicitly: a shell may start us with SIGINT ignored)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    bench = Bench(args)
     try:
         result = bench.run()
     except KeyboardInterrupt:
@@ -622,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.cleanup()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"api_throughput-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out = RESULTS_DIR / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nresults written to {out}")
     return 0

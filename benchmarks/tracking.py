@@ -42,9 +42,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from api_throughput import free_port, log  # noqa: E402
+from api_throughput import free_port, log, run_and_save  # noqa: E402
 
-RESULTS_DIR = HERE / "results"
 MLFLOW_VENV = REPO / ".cache" / "bench" / "mlflow-venv"
 MLFLOW_SPEC = "mlflow==3.17.*"
 MLFLOW_SERIES = "3.17."
@@ -860,10 +859,6 @@ def fmt(v: float | None, spec: str = "") -> str:
     return f"{v:.2f}"
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes and 3s windows: a smoke run")
@@ -901,22 +896,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MLflow {ensure_mlflow_venv()} in {MLFLOW_VENV}")
         return 0
 
-    # Ctrl-C and SIGTERM stop the run and clean up (set explicitly: a shell may start us with SIGINT ignored)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    bench = Bench(args)
-    try:
-        result = bench.run()
-    except KeyboardInterrupt:
-        log("interrupted: cleaning up")
-        return 130
-    finally:
-        bench.cleanup()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"tracking-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nresults written to {out}")
-    return 0
+    return run_and_save(Bench(args), "tracking")
 
 
 if __name__ == "__main__":

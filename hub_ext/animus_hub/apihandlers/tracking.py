@@ -236,11 +236,7 @@ class RunLogBatchAPIHandler(_TrackingHandler):
         points = [svc.parse_metric(m, now_ms) for m in metrics]
         param_items = [_kv(p, "param") for p in params]
         tag_items = [_kv(t, "tag") for t in tags]
-        if points or param_items:
-            svc.ensure_writable(run)
-        n_params = svc.log_params(self.db, run, param_items)
-        n_metrics = svc.log_metrics(self.db, run, points)
-        n_tags = svc.set_tags(self.db, run, tag_items)
+        n_metrics, n_params, n_tags = svc.log_batch(self.db, run, points, param_items, tag_items)
         self.commit_and_write(
             {"metrics": n_metrics, "params": n_params, "tags": n_tags},
             audit_action="run.log",

@@ -426,14 +426,12 @@ class RunLogBatchHandler(MLflowHandler):
         run = self.run(args)
         now_ms = svc.epoch_ms(utcnow())
         points = [svc.parse_metric(m, now_ms) for m in metrics]
-        if points or params:
-            svc.ensure_writable(run)
-        n_params = svc.log_params(self.db, run, params)
-        n_metrics = svc.log_metrics(self.db, run, points)
+        other_tags = [(k, v) for k, v in tags if k != p.RUN_NAME_TAG]
+        n_metrics, n_params, n_tags = svc.log_batch(self.db, run, points, params, other_tags)
         names = [v for k, v in tags if k == p.RUN_NAME_TAG]
         if names:
             _rename(self.db, run, names[-1])
-        n_tags = svc.set_tags(self.db, run, [(k, v) for k, v in tags if k != p.RUN_NAME_TAG]) + len(names)
+        n_tags += len(names)
         self.commit({}, "run.log", f"runs/{run.id}", metrics=n_metrics, params=n_params, tags=n_tags)
 
 

@@ -402,6 +402,26 @@ def check_batch_limits(n_metrics: int, n_params: int, n_tags: int) -> None:
         )
 
 
+def log_batch(
+    session: Session,
+    run: Run,
+    points: Sequence[MetricPoint],
+    params: Sequence[tuple[str, str]],
+    tags: Sequence[tuple[str, str]],
+) -> tuple[int, int, int]:
+    """Log parsed metrics, params and tags in one go: (metrics, params, tags) written.
+
+    Metrics and params need a run that is still running; tags are annotations and
+    may change on a finished run too.
+    """
+    if points or params:
+        ensure_writable(run)
+    n_params = log_params(session, run, params)
+    n_metrics = log_metrics(session, run, points)
+    n_tags = set_tags(session, run, tags)
+    return n_metrics, n_params, n_tags
+
+
 def set_status(session: Session, project: Project, run: Run, status: str, end_time: dt.datetime | None = None) -> bool:
     """Move a run to `status`; a terminal status ends it and records RunFinished. Returns whether it changed."""
     if status == run.status:
