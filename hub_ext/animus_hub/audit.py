@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from animus.auditchain import GENESIS_HASH, VerifyResult, event_hash, format_time, verify
@@ -75,10 +75,15 @@ def record(
     details: dict[str, Any] | None = None,
     time: dt.datetime | None = None,
 ) -> AuditEvent:
-    """Append one event in the session's transaction; written when the caller commits."""
-    # the change this event describes is flushed at commit, with the event: one flush, not two
-    with session.no_autoflush:
-        head = session.execute(select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()).scalar_one()
+    """Append one event in the session's transaction; it commits or rolls back with it.
+
+    Written with three Core statements on the session's connection (lock and read the
+    head, insert the event, move the head): every change the API makes is audited, so
+    this is on the hot path of every write. The returned event is not attached to the
+    session.
+    """
+    conn = session.connection()
+    head = conn.execute(_HEAD_FOR_UPDATE).one()
     # microseconds survive every backend, so the hashed text is what is stored
     when = time or utcnow()
     fields = {
@@ -97,10 +102,16 @@ def record(
         "prev_hash": head.hash,
     }
     digest = event_hash(fields)
-    event = AuditEvent(**{**fields, "time": when, "hash": digest})
-    session.add(event)
-    head.seq, head.hash = fields["seq"], digest
-    return event
+    row = {**fields, "time": when, "hash": digest}
+    conn.execute(_INSERT_EVENT, row)
+    conn.execute(_MOVE_HEAD, {"new_seq": fields["seq"], "new_hash": digest})
+    return AuditEvent(**row)
+
+
+_HEAD = AuditChainHead.__table__
+_HEAD_FOR_UPDATE = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_EVENT = insert(AuditEvent.__table__)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 
 
 def chain_head(session: Session) -> dict[str, Any]:

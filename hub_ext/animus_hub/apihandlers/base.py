@@ -25,7 +25,7 @@ from tornado import web
 from .. import audit
 from ..auth.identity import token_from_header
 from ..auth.principal import ANONYMOUS, Principal
-from ..auth.rbac import PLATFORM_ACTIONS, PROJECT_ACTIONS, Authorizer
+from ..auth.rbac import ACCESS_CHANGING_ACTIONS, PLATFORM_ACTIONS, PROJECT_ACTIONS, Authorizer
 from ..errors import AnimusError
 from ..orm import IdempotencyRecord, Project, Role, utcnow
 from ..schemas import Strict, parse_body
@@ -279,7 +279,8 @@ class APIHandler(web.RequestHandler):
                 raise
             self._replay(record)
             return
-        self.authorizer.invalidate_reads()
+        if self.action in ACCESS_CHANGING_ACTIONS:
+            self.authorizer.invalidate_reads()
         log.debug("%s %s by %s:%s", audit_action, resource, self.principal.kind, self.principal.name)
         self.set_status(status)
         self.finish(text or None)

@@ -84,6 +84,21 @@ PLATFORM_ACTIONS: dict[str, str] = {
 
 ALL_ACTIONS = frozenset(PROJECT_ACTIONS) | frozenset(PLATFORM_ACTIONS)
 
+# actions whose changes can alter a later decision: after one commits, this process
+# forgets its cached read decisions (other writes leave them, so logging does not
+# make every following read query memberships again)
+ACCESS_CHANGING_ACTIONS = frozenset(
+    {
+        "projects:create",
+        "project:update",
+        "project:archive",
+        "members:write",
+        "service_accounts:write",
+        "service_account_tokens:write",
+        "role_mappings:write",
+    }
+)
+
 
 def is_read_action(action: str) -> bool:
     return action.endswith(":read") or action in READ_ONLY_ACTIONS
@@ -213,7 +228,7 @@ class Authorizer:
         self._read_cache.clear()
 
     def invalidate_reads(self) -> None:
-        """Forget cached read decisions (called after every change this process commits)."""
+        """Forget cached read decisions (called after this process commits a change of access)."""
         self._read_cache.clear()
 
     def resolve(

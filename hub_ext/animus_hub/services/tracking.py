@@ -12,9 +12,10 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, text
+from sqlalchemy import and_, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from animus.keys import key_problem
@@ -38,6 +39,7 @@ from ..orm import (
 from .datasets import version_for_input
 from .pagination import page
 from .projects import ensure_active, iso
+from .sqlutil import chunks
 
 DEFAULT_EXPERIMENT = "Default"
 PARAM_VALUE_MAX = 6000
@@ -81,13 +83,21 @@ def parse_float(value: Any, field: str) -> float:
     raise AnimusError(422, "invalid_metric", f"{field} must be a number or one of 'NaN', 'Infinity', '-Infinity'")
 
 
+@lru_cache(maxsize=4096)
+def _valid_key(key: str) -> bool:
+    return key_problem(key) is None
+
+
 def validate_key(key: Any, what: str) -> str:
-    """Metric, param, tag and artifact keys (rules in animus.keys, shared with the SDK)."""
-    problem = key_problem(key)
-    if problem is not None:
-        shown = key if isinstance(key, str) else type(key).__name__
-        raise AnimusError(422, f"invalid_{what}_key", f"Invalid {what} key {shown!r}: {problem}")
-    return key
+    """Metric, param, tag and artifact keys (rules in animus.keys, shared with the SDK).
+
+    A training loop logs the same few keys again and again: valid keys are remembered.
+    """
+    if isinstance(key, str) and _valid_key(key):
+        return key
+    problem = key_problem(key) or "invalid"
+    shown = key if isinstance(key, str) else type(key).__name__
+    raise AnimusError(422, f"invalid_{what}_key", f"Invalid {what} key {shown!r}: {problem}")
 
 
 # --- experiments --------------------------------------------------------------
@@ -258,18 +268,29 @@ def create_run(
 
 
 def set_tags(session: Session, run: Run, items: Iterable[tuple[str, str]]) -> int:
+    """Set tags (the last value of a key given twice wins); one query for the existing ones."""
+    wanted: dict[str, str] = {}
     n = 0
     for key, value in items:
         validate_key(key, "tag")
         value = "" if value is None else str(value)
         if len(value) > TAG_VALUE_MAX:
             raise AnimusError(422, "invalid_tag_value", f"Tag {key!r} value longer than {TAG_VALUE_MAX} characters")
-        tag = session.get(RunTag, (run.id, key))
+        wanted[key] = value
+        n += 1
+    if not wanted:
+        return 0
+    existing = {
+        t.key: t
+        for key_chunk in chunks(list(wanted))
+        for t in session.scalars(select(RunTag).where(RunTag.run_id == run.id, RunTag.key.in_(key_chunk)))
+    }
+    for key, value in wanted.items():
+        tag = existing.get(key)
         if tag is None:
             session.add(RunTag(run_id=run.id, key=key, value=value))
         else:
             tag.value = value
-        n += 1
     return n
 
 
@@ -352,30 +373,63 @@ def parse_metric(raw: Any, now_ms: int) -> MetricPoint:
 
 
 def log_metrics(session: Session, run: Run, points: Sequence[MetricPoint]) -> int:
+    """Append metric points and move each key's latest point forward.
+
+    The hot path of tracking: the points go to the driver as one executemany of a
+    precompiled INSERT, and the latest values as one INSERT ... ON CONFLICT DO UPDATE
+    per key that only moves forward (highest step, then timestamp), so concurrent
+    writers cannot move a latest value back.
+    """
     if not points:
         return 0
     rows = []
     best: dict[str, MetricPoint] = {}
     for p in points:
-        is_nan = math.isnan(p.value)
-        rows.append(
-            {"run_id": run.id, "key": p.key, "value": 0.0 if is_nan else p.value, "is_nan": is_nan, "step": p.step, "timestamp": p.timestamp}
-        )
+        is_nan = p.value != p.value
+        rows.append((run.id, p.key, 0.0 if is_nan else p.value, is_nan, p.step, p.timestamp))
         cur = best.get(p.key)
         if cur is None or (p.step, p.timestamp) >= (cur.step, cur.timestamp):
             best[p.key] = p
-    session.execute(insert(Metric), rows)
-    latest = {
-        m.key: m for m in session.scalars(select(LatestMetric).where(LatestMetric.run_id == run.id, LatestMetric.key.in_(list(best))))
-    }
-    for key, p in best.items():
-        is_nan = math.isnan(p.value)
-        cur = latest.get(key)
-        if cur is None:
-            session.add(LatestMetric(run_id=run.id, key=key, value=0.0 if is_nan else p.value, is_nan=is_nan, step=p.step, timestamp=p.timestamp))
-        elif (p.step, p.timestamp) >= (cur.step, cur.timestamp):
-            cur.value, cur.is_nan, cur.step, cur.timestamp = (0.0 if is_nan else p.value), is_nan, p.step, p.timestamp
+    conn = session.connection()
+    conn.exec_driver_sql(_metric_insert_sql(conn.dialect.paramstyle), rows)
+    latest = [
+        {
+            "run_id": run.id,
+            "key": key,
+            "value": 0.0 if p.value != p.value else p.value,
+            "is_nan": p.value != p.value,
+            "step": p.step,
+            "timestamp": p.timestamp,
+        }
+        for key, p in best.items()
+    ]
+    conn.execute(_latest_metric_upsert(conn.dialect.name), latest)
     return len(rows)
+
+
+_METRIC_COLUMNS = ("run_id", "key", "value", "is_nan", "step", "timestamp")
+
+
+@lru_cache(maxsize=4)
+def _metric_insert_sql(paramstyle: str) -> str:
+    marks = ", ".join(["?" if paramstyle == "qmark" else "%s"] * len(_METRIC_COLUMNS))
+    return f"INSERT INTO metric ({', '.join(_METRIC_COLUMNS)}) VALUES ({marks})"
+
+
+@lru_cache(maxsize=4)
+def _latest_metric_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (run_id, key) DO UPDATE when the new point is not older."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(LatestMetric)
+    new, table = stmt.excluded, LatestMetric.__table__.c
+    newer = or_(new.step > table.step, and_(new.step == table.step, new.timestamp >= table.timestamp))
+    return stmt.on_conflict_do_update(
+        index_elements=[table.run_id, table.key],
+        set_={c: new[c] for c in ("value", "is_nan", "step", "timestamp")},
+        where=newer,
+    )
 
 
 def check_batch_limits(n_metrics: int, n_params: int, n_tags: int) -> None:
