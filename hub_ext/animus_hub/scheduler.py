@@ -314,7 +314,9 @@ class WebhookDeliveryStep:
                 attempt=c.attempt,
                 body=body,
             )
-            self._results.append(await self.sender.send(c.url, headers, body, c.id, c.attempt))
+            result = await self.sender.send(c.url, headers, body, c.id, c.attempt)
+            # append after the await: _record() may have swapped the list meanwhile
+            self._results.append(result)
         finally:
             self._in_flight.pop(c.id, None)
             if self._scheduler is not None:
