@@ -12,17 +12,20 @@ import random
 import time
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 from webhook_receiver import Receiver
 
 from animus_hub import db as dbmod
+from animus_hub.cli import main as hub_cli
 from animus_hub.errors import AnimusError
 from animus_hub.events import record_event
-from animus_hub.orm import Delivery, DeliveryAttempt, OutboxEvent, Project, Webhook, utcnow
+from animus_hub.orm import AuditEvent, Delivery, DeliveryAttempt, OutboxEvent, Project, Webhook, utcnow
 from animus_hub.scheduler import Lease, Scheduler, WebhookDeliveryStep
 from animus_hub.schemas import WebhookCreate
 from animus_hub.services import webhooks as svc
 from animus_hub.webhook_delivery import (
+    AttemptResult,
     NetworkPolicy,
     SecretBox,
     SecretUnavailable,
@@ -214,7 +217,9 @@ def test_failing_receiver_is_retried_until_it_answers_and_every_attempt_is_logge
     sch = Scheduler(
         session_factory=factory, steps=[WebhookDeliveryStep(factory, fast_settings())], interval=0.02, holder_id="x"
     )
-    asyncio.run(run_until([sch], lambda: any(r.headers.get("Animus-Delivery-Attempt") == "4" for r in receiver.received())))
+    asyncio.run(
+        run_until([sch], lambda: any(r.headers.get("Animus-Delivery-Attempt") == "4" for r in receiver.received()))
+    )
     got = receiver.received()
     assert [r.event_id for r in got] == [event_id] * 4
     assert [r.headers["Animus-Delivery-Attempt"] for r in got] == ["1", "2", "3", "4"]
@@ -242,8 +247,6 @@ def test_a_receiver_that_never_answers_well_gets_the_webhook_disabled_and_audite
             return not s.get(Webhook, wid).enabled
 
     asyncio.run(run_until([sch], disabled))
-    from animus_hub.orm import AuditEvent
-
     with factory() as s:
         w = s.get(Webhook, wid)
         slug = s.get(Project, project_id).slug
@@ -366,11 +369,26 @@ def test_created_at_of_deliveries_bounds_the_retry_horizon(factory):
         d = s.scalars(select(Delivery)).one()
         d.created_at = utcnow() - dt.timedelta(hours=2)
         s.commit()
-        from animus_hub.webhook_delivery import AttemptResult
-
         disabled = svc.record_results(
             s, [AttemptResult(d.id, 1, utcnow(), 5, 503, "answered 503", "")], lambda n: 1.0, dt.timedelta(hours=1)
         )
         s.commit()
         assert disabled == [wid]
         assert s.get(Delivery, d.id).state == "failed"
+
+
+def test_rotate_keys_re_encrypts_every_secret_with_the_new_key(factory, fresh_db_url, monkeypatch):
+    _, wid, secret = make_webhook(factory, "http://127.0.0.1:9/rot")
+    new = "n" * 40
+    monkeypatch.setenv("ANIMUS_WEBHOOK_SECRET_KEYS", f"{new},{KEY}")
+    result = CliRunner().invoke(hub_cli, ["webhooks", "rotate-keys", "--db-url", fresh_db_url])
+    assert result.exit_code == 0, result.output
+    assert "re-encrypted 1 signing secret" in result.output
+    with factory() as s:
+        stored = s.get(Webhook, wid).secret_encrypted
+    assert SecretBox([new]).decrypt(stored, wid) == secret  # the old key can go now
+    with pytest.raises(SecretUnavailable):
+        SecretBox([KEY]).decrypt(stored, wid)
+    monkeypatch.setenv("ANIMUS_WEBHOOK_SECRET_KEYS", "z" * 40)
+    result = CliRunner().invoke(hub_cli, ["webhooks", "rotate-keys", "--db-url", fresh_db_url])
+    assert result.exit_code == 1 and "could not be decrypted" in result.output

@@ -56,7 +56,7 @@ class WebhookListAPIHandler(WebhookBaseHandler):
             201,
             audit_action="webhook.create",
             resource=_resource(project, w.id),
-            details={"event_types": meta["event_types"], "enabled": w.enabled, "secret_key_id": box.primary_key_id},
+            details={"event_types": meta["event_types"], "enabled": w.enabled, "encryption_key_id": box.primary_key_id},
             # a retry with the same Idempotency-Key gets the metadata, never the secret again
             replay_body={**meta, "secret": None},
         )
