@@ -82,7 +82,7 @@ class Receiver:
                     await asyncio.sleep(answer[1])
                     answer = 200
                 self.set_status(int(answer))
-                self.finish({"received": True})
+                self.finish() if int(answer) in (204, 304) else self.finish({"received": True})
 
             def log_exception(self, *args: Any) -> None:
                 pass

@@ -119,3 +119,40 @@ def all_schemas() -> list[dict[str, Any]]:
         {"type": t, "description": DATA_SCHEMAS[t]["description"], "schema": event_schema(t)}
         for t in sorted(DATA_SCHEMAS)
     ]
+
+
+def markdown_reference() -> str:
+    """docs/reference/webhook-events.md, generated from the schemas (a test keeps the file in step)."""
+    import json
+
+    parts = [
+        "# Webhook events and payload schemas\n",
+        "Generated from `animus_hub/event_schemas.py` (a test fails when this file is out of date);",
+        "a running server serves the same schemas at `GET /services/animus/api/v1/event-types`.",
+        "How deliveries are signed and retried: [webhooks](../how-to/webhooks.md).\n",
+        "Every body is one JSON object, the same envelope for every type:\n",
+        "| field | meaning |",
+        "|---|---|",
+        "| `id` | The event id (UUID). Also in the `Animus-Event-Id` and `Idempotency-Key` headers. "
+        "Redeliveries and retries carry the same id: dedupe on it. |",
+        "| `type` | The event type (below); also in `Animus-Event-Type`. |",
+        "| `created_at` | When the change happened, ISO 8601 UTC. |",
+        "| `project` | The project's slug. |",
+        "| `data` | What happened; depends on `type`. New fields may appear in `data`: ignore what you do not know. |",
+        "",
+        "| type | when |",
+        "|---|---|",
+    ]
+    parts += [f"| [`{t}`](#{t.lower()}) | {DATA_SCHEMAS[t]['description']} |" for t in sorted(DATA_SCHEMAS)]
+    for t in sorted(DATA_SCHEMAS):
+        parts += [
+            "",
+            f"## {t}",
+            "",
+            DATA_SCHEMAS[t]["description"],
+            "",
+            "```json",
+            json.dumps(event_schema(t), indent=2, ensure_ascii=False),
+            "```",
+        ]
+    return "\n".join(parts) + "\n"
