@@ -179,7 +179,9 @@ def webhooks_rotate_keys(db_url: str, key_file: str | None, data_dir: str) -> No
         session.commit()
     click.echo(f"re-encrypted {changed} signing secret(s) with key {box.primary_key_id}; {unchanged} already were")
     if failed:
-        click.echo(f"{len(failed)} could not be decrypted with these keys (webhooks {failed}); keep their old key", err=True)
+        click.echo(
+            f"{len(failed)} could not be decrypted with these keys (webhooks {failed}); keep their old key", err=True
+        )
         sys.exit(1)
 
 
