@@ -53,6 +53,8 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "createServiceAccount": schemas.ServiceAccountCreate,
     "updateServiceAccount": schemas.ServiceAccountUpdate,
     "createServiceAccountToken": schemas.ServiceAccountTokenCreate,
+    "createWebhook": schemas.WebhookCreate,
+    "updateWebhook": schemas.WebhookUpdate,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

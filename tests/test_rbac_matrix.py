@@ -319,6 +319,54 @@ EXPECTED.update(
     }
 )
 
+# --- webhooks ---------------------------------------------------------------------------------
+
+
+def _hook_body(ctx: Any) -> dict:
+    # port 9 (discard) refuses connections: deliveries stay pending, retried in the background
+    return {"url": f"http://127.0.0.1:9/{ctx.unique('h')}", "event_types": ["RunFinished"]}
+
+
+def _new_webhook(ctx: Any, values: dict) -> dict:
+    r = ctx.api("POST", f"/projects/{ctx.project}/webhooks", ctx.tokens["owner"], json=_hook_body(ctx))
+    assert r.status_code == 201, r.text
+    return {"webhook_id": str(r.json()["id"])}
+
+
+def _new_delivery(ctx: Any, values: dict) -> dict:
+    hook = _new_webhook(ctx, values)
+    r = ctx.api("POST", f"/projects/{ctx.project}/webhooks/{hook['webhook_id']}/ping", ctx.tokens["owner"])
+    assert r.status_code == 202, r.text
+    return {**hook, "delivery_id": str(r.json()["id"])}
+
+
+EXPECTED.update(
+    {
+        "/event-types": {"GET": Case(platform(200, EVERYONE))},
+        "/projects/{project}/webhooks": {
+            "GET": Case(only(200, MAINTAINER_UP)),
+            "POST": Case(only(201, MAINTAINER_UP), body=_hook_body),
+        },
+        "/projects/{project}/webhooks/{webhook_id}": {
+            "GET": Case(only(200, MAINTAINER_UP), setup=_new_webhook),
+            "PATCH": Case(only(200, MAINTAINER_UP), setup=_new_webhook, body=lambda ctx: {"description": "d"}),
+            "DELETE": Case(only(204, MAINTAINER_UP), setup=_new_webhook),
+        },
+        "/projects/{project}/webhooks/{webhook_id}/ping": {"POST": Case(only(202, MAINTAINER_UP), setup=_new_webhook)},
+        "/projects/{project}/webhooks/{webhook_id}/deliveries": {
+            "GET": Case(only(200, MAINTAINER_UP), setup=_new_webhook),
+        },
+        "/projects/{project}/webhooks/{webhook_id}/deliveries/{delivery_id}": {
+            "GET": Case(only(200, MAINTAINER_UP), setup=_new_delivery),
+        },
+        # the ping is still being retried: callers who may redeliver get the 409 that says so
+        "/projects/{project}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": {
+            "POST": Case(only(409, MAINTAINER_UP), setup=_new_delivery),
+        },
+    }
+)
+
+
 def served_routes() -> list[tuple[str, type[APIHandler]]]:
     """The routes the application serves, as templates relative to the API prefix."""
     app = AnimusAPI()

@@ -35,6 +35,8 @@ from .errors import AnimusError
 from .logsetup import configure_logging
 from .metrics import observe_request
 from .orm import Role
+from .scheduler import Scheduler, WebhookDeliveryStep
+from .webhook_delivery import WebhookDelivery
 
 API_PREFIX = "api/v1"
 
@@ -43,6 +45,7 @@ class AnimusAPI(Application):
     name = "animus-api"
     version = __version__
     description = "The Animus Datalab REST API (runs as a JupyterHub service)."
+    classes = [Scheduler, WebhookDelivery]
 
     config_file = Unicode(
         "animus_api_config.py", help="A Python configuration file (traitlets), read if it exists."
@@ -154,6 +157,7 @@ class AnimusAPI(Application):
         self.init_db()
         self.init_auth()
         self.init_storage()
+        self.init_scheduler()
         self.init_tornado_application()
 
     def init_logging(self) -> None:
@@ -183,6 +187,15 @@ class AnimusAPI(Application):
     def init_storage(self) -> None:
         self.object_store = self.storage_class(parent=self)
 
+    def init_scheduler(self) -> None:
+        """The background loop (webhook delivery first; later issues add their steps)."""
+        self.webhook_delivery = WebhookDelivery(parent=self)
+        self.scheduler = Scheduler(
+            parent=self,
+            session_factory=self.session_factory,
+            steps=[WebhookDeliveryStep(self.session_factory, self.webhook_delivery)],
+        )
+
     def make_handlers(self) -> list[tuple[str, type, dict]]:
         prefix = self.base_url + API_PREFIX
         routes: list[tuple[str, type, dict]] = [(prefix + path, cls, {}) for path, cls in default_handlers()]
@@ -202,6 +215,8 @@ class AnimusAPI(Application):
             "object_store": self.object_store,
             "presign_expires": self.presign_expires,
             "service_account_token_max_expires_in": self.service_account_token_max_expires_in,
+            "webhook_delivery": self.webhook_delivery,
+            "scheduler_wake": self.scheduler.wake,
             "observe_request": observe_request,
             "log_function": self.log_request,
             "default_handler_class": NotFoundHandler,
@@ -240,6 +255,7 @@ class AnimusAPI(Application):
         server = HTTPServer(self.tornado_app, xheaders=True, max_body_size=max(self.max_request_body * 4, 1 << 20))
         server.listen(port, address=host)
         self.log.info("animus-api %s listening on %s:%s%s%s", __version__, host, port, self.base_url, API_PREFIX)
+        self.scheduler.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         # the hub may start us under nohup (SIGINT ignored): handle both signals ourselves
@@ -248,6 +264,7 @@ class AnimusAPI(Application):
         await stop.wait()
         self.log.info("animus-api stopping")
         server.stop()
+        await self.scheduler.stop()
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
         await self.object_store.close()
         self.engine.dispose()

@@ -126,5 +126,64 @@ def users_rm(name: str, data_dir: str) -> None:
     click.echo(f"user {name} removed")
 
 
+@main.group()
+def webhooks() -> None:
+    """Operate webhook signing secrets (stored encrypted in the database)."""
+
+
+@webhooks.command("rotate-keys")
+@db_url_option
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False),
+    help="File with the encryption keys, one a line, the new key first "
+    "(default: $ANIMUS_WEBHOOK_SECRET_KEYS, comma-separated, else <data dir>/secrets/webhook_secret_keys).",
+)
+@data_dir_option
+def webhooks_rotate_keys(db_url: str, key_file: str | None, data_dir: str) -> None:
+    """Re-encrypt every webhook signing secret with the first key.
+
+    Rotation: put a new key first (keep the old ones after it) in the key file or in
+    c.WebhookDelivery.secret_keys, restart animus-api, run this command with the same
+    keys, then remove the old keys and restart again. Signing secrets do not change:
+    receivers notice nothing.
+    """
+    from .orm import Webhook
+    from .webhook_delivery import SecretBox, SecretUnavailable, load_key_file
+
+    env_keys = [k.strip() for k in os.environ.get("ANIMUS_WEBHOOK_SECRET_KEYS", "").split(",") if k.strip()]
+    if key_file:
+        keys = load_key_file(Path(key_file)) if Path(key_file).exists() else []
+    else:
+        keys = env_keys or load_key_file(Path(data_dir) / "secrets" / "webhook_secret_keys")
+    if not keys:
+        raise click.ClickException("no keys: give --key-file or set ANIMUS_WEBHOOK_SECRET_KEYS")
+    try:
+        box = SecretBox(keys)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    engine = dbmod.make_engine(db_url)
+    changed = unchanged = 0
+    failed: list[int] = []
+    with dbmod.make_session_factory(engine)() as session:
+        for w in session.query(Webhook).order_by(Webhook.id):
+            if box.key_id_of(w.secret_encrypted) == box.primary_key_id:
+                unchanged += 1
+                continue
+            try:
+                w.secret_encrypted = box.encrypt(box.decrypt(w.secret_encrypted, w.id), w.id)
+                changed += 1
+            except SecretUnavailable as e:
+                failed.append(w.id)
+                click.echo(f"webhook {w.id}: {e}", err=True)
+        session.commit()
+    click.echo(f"re-encrypted {changed} signing secret(s) with key {box.primary_key_id}; {unchanged} already were")
+    if failed:
+        click.echo(
+            f"{len(failed)} could not be decrypted with these keys (webhooks {failed}); keep their old key", err=True
+        )
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -160,8 +160,10 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
     c.FileAuthenticator.users_file = str(data / "users.json")
 
     objects_env = objects_environment(s)
+    # the keys that encrypt webhook signing secrets (created on first use, 0600)
+    api_env = {**objects_env, "ANIMUS_WEBHOOK_SECRET_KEY_FILE": str(data / "secrets" / "webhook_secret_keys")}
     c.JupyterHub.services = [
-        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), objects_env),
+        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), api_env),
         objects_service(s.objects_port, objects_env),
     ]
     c.JupyterHub.load_roles = animus_roles()

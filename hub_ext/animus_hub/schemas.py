@@ -216,3 +216,30 @@ class ServiceAccountTokenCreate(Strict):
     scopes: list[TokenScope] = Field(
         default=[], max_length=2, description="'read' restricts the token to reads; empty: what the role allows"
     )
+
+
+# --- webhooks --------------------------------------------------------------------------
+
+EventTypeName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class WebhookCreate(Strict):
+    url: str = Field(min_length=1, max_length=2048, description="http:// or https:// URL the events are POSTed to")
+    event_types: list[EventTypeName] = Field(
+        min_length=1, max_length=32, description="event types to deliver, e.g. ['RunFinished', 'ModelApproved']"
+    )
+    description: str = Field(default="", max_length=4000)
+    enabled: bool = True
+
+
+class WebhookUpdate(Strict):
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    event_types: list[EventTypeName] | None = Field(default=None, min_length=1, max_length=32)
+    description: str | None = Field(default=None, max_length=4000)
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> WebhookUpdate:
+        if self.url is None and self.event_types is None and self.description is None and self.enabled is None:
+            raise ValueError("give at least one of url, event_types, description, enabled")
+        return self

@@ -53,6 +53,9 @@ PROJECT_ACTIONS: dict[str, Role] = {
     "service_accounts:write": Role.maintainer,
     "service_account_tokens:read": Role.maintainer,
     "service_account_tokens:write": Role.maintainer,
+    # webhooks: maintainers and up see and manage them (URLs may name internal receivers)
+    "webhooks:read": Role.maintainer,
+    "webhooks:write": Role.maintainer,
 }
 
 # project actions only a human may perform: a token cannot create service accounts or
@@ -80,6 +83,7 @@ PLATFORM_ACTIONS: dict[str, str] = {
     "audit:read_all": "admin",
     "role_mappings:read": "admin",
     "role_mappings:write": "admin",
+    "event_types:read": "authenticated",
 }
 
 ALL_ACTIONS = frozenset(PROJECT_ACTIONS) | frozenset(PLATFORM_ACTIONS)
