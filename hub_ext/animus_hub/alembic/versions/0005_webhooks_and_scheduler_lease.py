@@ -1,6 +1,6 @@
 """webhooks, deliveries and the scheduler lease
 
-Revision ID: 0007
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-28 08:58:30.087505
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import animus_hub.orm
 
 
-revision = '0007'
+revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None
