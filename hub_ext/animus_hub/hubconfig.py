@@ -98,6 +98,17 @@ def objects_environment(s: EmbeddedSettings) -> dict[str, str]:
     }
 
 
+#: hub-managed services see only the environment given to them: variables with this
+#: prefix (credentials of AnimusAPI.external_sources) are passed on to animus-api
+SOURCE_ENV_PREFIX = "ANIMUS_SOURCE_"
+
+
+def source_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ANIMUS_SOURCE_* variables of the hub's environment, for animus-api's external sources."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k.startswith(SOURCE_ENV_PREFIX)}
+
+
 def animus_service(api_port: int, db_url: str, config_file: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The hub-managed animus-api service definition."""
     return {
@@ -161,7 +172,9 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
 
     objects_env = objects_environment(s)
     c.JupyterHub.services = [
-        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), objects_env),
+        animus_service(
+            s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), {**objects_env, **source_environment()}
+        ),
         objects_service(s.objects_port, objects_env),
     ]
     c.JupyterHub.load_roles = animus_roles()
