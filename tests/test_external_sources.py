@@ -29,6 +29,7 @@ import animus.datasets as ds
 from animus.cli.main import main as cli
 from animus.client import Client
 from animus_hub import db as dbmod
+from animus_hub.hubconfig import source_environment
 from animus_hub.orm import OutboxEvent
 from animus_hub.services import datasets as svc
 from animus_hub.services.external_sources import reference_identity
@@ -43,7 +44,14 @@ def source_config(seaweedfs, other_project: str) -> dict:
     reader = {"access_key_id_env": "ANIMUS_SOURCE_LAKE_KEY", "secret_access_key_env": "ANIMUS_SOURCE_LAKE_SECRET"}
     return {
         # the lake, read-only, under curated/ only
-        "lake": {**common, **reader, "bucket": LAKE, "prefixes": ["curated/"], "projects": ["*"], "description": "the lake"},
+        "lake": {
+            **common,
+            **reader,
+            "bucket": LAKE,
+            "prefixes": ["curated/"],
+            "projects": ["*"],
+            "description": "the lake",
+        },
         # a versioned bucket
         "vlake": {**common, **reader, "bucket": VLAKE, "projects": ["*"]},
         # no bucket restriction: the credentials decide (the reader may read only the lake buckets)
@@ -68,7 +76,10 @@ def lake_stack(request, seaweedfs, tmp_path_factory) -> Iterator[HubStack]:
             if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
     admin.put_bucket_versioning(Bucket=VLAKE, VersioningConfiguration={"Status": "Enabled"})
-    config = STACK_API_CONFIG + f"c.AnimusAPI.external_sources = {source_config(seaweedfs, 'nobody-' + uuid.uuid4().hex[:6])!r}\n"
+    config = (
+        STACK_API_CONFIG
+        + f"c.AnimusAPI.external_sources = {source_config(seaweedfs, 'nobody-' + uuid.uuid4().hex[:6])!r}\n"
+    )
     db_url, pg_name = "", None
     if request.param == "postgresql-s3":
         pg_name, db_url = create_pg_database()
@@ -129,7 +140,9 @@ def register(stack, team, name, uri, source="lake", mode="reference", role="cont
 
 def files_with_urls(stack, team, name, version, role="viewer") -> dict[str, dict]:
     r = stack.api(
-        "GET", f"/projects/{team['project']}/datasets/{name}/versions/{version}/files", team["tokens"][role],
+        "GET",
+        f"/projects/{team['project']}/datasets/{name}/versions/{version}/files",
+        team["tokens"][role],
         params={"urls": "true"},
     )
     assert r.status_code == 200, r.text
@@ -145,7 +158,9 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 def verify(stack, team, name, version) -> dict:
-    r = stack.api("GET", f"/projects/{team['project']}/datasets/{name}/versions/{version}/verify", team["tokens"]["viewer"])
+    r = stack.api(
+        "GET", f"/projects/{team['project']}/datasets/{name}/versions/{version}/verify", team["tokens"]["viewer"]
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -169,9 +184,15 @@ def dataset_rows(stack, team, name) -> int:
 # --- by reference ----------------------------------------------------------------------------
 
 
-def test_a_reference_pins_etags_copies_nothing_and_reads_through_the_source(lake_stack, lake_team, unique, lake, tmp_path):
+def test_a_reference_pins_etags_copies_nothing_and_reads_through_the_source(
+    lake_stack, lake_team, unique, lake, tmp_path
+):
     prefix = f"curated/{unique('churn')}/"
-    files = {"train.csv": b"a,b\n1,2\n3,4\n", "sub/blob.bin": secrets.token_bytes(5000), "notes/ü.txt": "héllo".encode()}
+    files = {
+        "train.csv": b"a,b\n1,2\n3,4\n",
+        "sub/blob.bin": secrets.token_bytes(5000),
+        "notes/ü.txt": "héllo".encode(),
+    }
     captured = put_tree(lake, LAKE, prefix, files)
     lake.put_object(Bucket=LAKE, Key=prefix + "empty-folder/", Body=b"")  # a console's folder marker: skipped
     name = new_dataset(lake_stack, lake_team, unique)
@@ -194,7 +215,9 @@ def test_a_reference_pins_etags_copies_nothing_and_reads_through_the_source(lake
         # the ETag check is signed into the URL: without it the source refuses
         assert requests.get(f["url"], timeout=30).status_code == 403
     # nothing was copied into the project: no blob for these contents in the project store
-    r = lake_stack.api("GET", f"/projects/{lake_team['project']}/datasets/{name}/versions/1/verify", lake_team["tokens"]["viewer"])
+    r = lake_stack.api(
+        "GET", f"/projects/{lake_team['project']}/datasets/{name}/versions/1/verify", lake_team["tokens"]["viewer"]
+    )
     assert r.json()["ok"] == 3 and r.json()["changed"] == [] and r.json()["missing"] == []
     # the SDK reads it like any version: files(), open(), download(), to_pandas()
     client = client_for(lake_stack, lake_team, "viewer")
@@ -211,7 +234,9 @@ def test_a_reference_pins_etags_copies_nothing_and_reads_through_the_source(lake
     assert again.status_code == 201 and again.json()["version"] == 2 and again.json()["digest"] == v["digest"]
     # audited, and the event is in the outbox
     events = lake_stack.api(
-        "GET", f"/projects/{lake_team['project']}/audit/events", lake_team["tokens"]["owner"],
+        "GET",
+        f"/projects/{lake_team['project']}/audit/events",
+        lake_team["tokens"]["owner"],
         params={"action": "dataset.version_create", "limit": 500},
     ).json()["items"]
     mine = [e for e in events if e["resource"].endswith(f"/datasets/{name}/versions/1")]
@@ -219,13 +244,20 @@ def test_a_reference_pins_etags_copies_nothing_and_reads_through_the_source(lake
     engine = dbmod.make_engine(lake_stack.db_url)
     try:
         with engine.connect() as conn:
-            payloads = [e.payload for e in conn.execute(select(OutboxEvent).where(OutboxEvent.type == "DatasetVersionCreated"))]
+            payloads = [
+                e.payload for e in conn.execute(select(OutboxEvent).where(OutboxEvent.type == "DatasetVersionCreated"))
+            ]
     finally:
         engine.dispose()
-    assert any(p["dataset"] == name and p["source_type"] == "external_reference" and p["digest"] == v["digest"] for p in payloads)
+    assert any(
+        p["dataset"] == name and p["source_type"] == "external_reference" and p["digest"] == v["digest"]
+        for p in payloads
+    )
 
 
-def test_an_overwritten_or_deleted_source_object_is_detected_and_never_read(lake_stack, lake_team, unique, lake, tmp_path, monkeypatch):
+def test_an_overwritten_or_deleted_source_object_is_detected_and_never_read(
+    lake_stack, lake_team, unique, lake, tmp_path, monkeypatch
+):
     prefix = f"curated/{unique('drift')}/"
     files = {"a.csv": b"x\n1\n", "b.csv": b"x\n2\n", "c.csv": b"x\n3\n"}
     put_tree(lake, LAKE, prefix, files)
@@ -245,7 +277,10 @@ def test_an_overwritten_or_deleted_source_object_is_detected_and_never_read(lake
     assert "changed in the source since version 1" in r.json()["message"]
     r = lake_stack.api("GET", base + "/download", lake_team["tokens"]["viewer"], params={"path": "b.csv"})
     assert r.status_code == 409 and r.json()["reason"] == "source_object_missing"
-    assert lake_stack.api("GET", base + "/download", lake_team["tokens"]["viewer"], params={"path": "c.csv"}).status_code == 200
+    assert (
+        lake_stack.api("GET", base + "/download", lake_team["tokens"]["viewer"], params={"path": "c.csv"}).status_code
+        == 200
+    )
     # verify names both
     report = verify(lake_stack, lake_team, name, 1)
     assert (report["checked"], report["ok"]) == (3, 1)
@@ -291,7 +326,9 @@ def test_a_versioned_bucket_pins_version_ids(lake_stack, lake_team, unique, lake
     report = verify(lake_stack, lake_team, name, 1)
     assert [m["path"] for m in report["missing"]] == ["b.txt"] and report["ok"] == 1
     r = lake_stack.api(
-        "GET", f"/projects/{lake_team['project']}/datasets/{name}/versions/1/download", lake_team["tokens"]["viewer"],
+        "GET",
+        f"/projects/{lake_team['project']}/datasets/{name}/versions/1/download",
+        lake_team["tokens"]["viewer"],
         params={"path": "b.txt"},
     )
     assert r.status_code == 409 and r.json()["reason"] == "source_object_missing"
@@ -300,7 +337,9 @@ def test_a_versioned_bucket_pins_version_ids(lake_stack, lake_team, unique, lake
 # --- snapshots -----------------------------------------------------------------------------
 
 
-def test_a_snapshot_copies_the_bytes_and_is_immune_to_later_changes(lake_stack, lake_team, unique, lake, tmp_path, monkeypatch):
+def test_a_snapshot_copies_the_bytes_and_is_immune_to_later_changes(
+    lake_stack, lake_team, unique, lake, tmp_path, monkeypatch
+):
     prefix = f"curated/{unique('snap')}/"
     files = {"rows.csv": b"a,b\n1,x\n2,y\n", "deep/er/blob.bin": secrets.token_bytes(70_000), "dup.bin": b"same"}
     files["dup2.bin"] = b"same"
@@ -310,8 +349,20 @@ def test_a_snapshot_copies_the_bytes_and_is_immune_to_later_changes(lake_stack, 
     monkeypatch.setenv("ANIMUS_TOKEN", lake_team["tokens"]["contributor"])
     monkeypatch.setenv("ANIMUS_PROJECT", lake_team["project"])
     r = CliRunner().invoke(
-        cli, ["datasets", "import", name, f"s3://{LAKE}/{prefix}", "--source", "lake", "--snapshot", "--quiet", "--json",
-              "--workdir", str(tmp_path)]
+        cli,
+        [
+            "datasets",
+            "import",
+            name,
+            f"s3://{LAKE}/{prefix}",
+            "--source",
+            "lake",
+            "--snapshot",
+            "--quiet",
+            "--json",
+            "--workdir",
+            str(tmp_path),
+        ],
     )
     assert r.exit_code == 0, r.output
     v = json.loads(r.output)
@@ -323,7 +374,9 @@ def test_a_snapshot_copies_the_bytes_and_is_immune_to_later_changes(lake_stack, 
     assert listed["rows.csv"]["source"]["etag"] == captured["rows.csv"]["etag"]
     assert listed["rows.csv"]["sha256"] == hashlib.sha256(files["rows.csv"]).hexdigest()
     # tabular files were profiled on the way
-    schema = lake_stack.api("GET", f"/projects/{lake_team['project']}/datasets/{name}/versions/1/schema", lake_team["tokens"]["viewer"]).json()
+    schema = lake_stack.api(
+        "GET", f"/projects/{lake_team['project']}/datasets/{name}/versions/1/schema", lake_team["tokens"]["viewer"]
+    ).json()
     assert [s["path"] for s in schema["items"]] == ["rows.csv"] and schema["items"][0]["rows"] == 2
     # the lake changes and loses files: the snapshot does not care
     lake.put_object(Bucket=LAKE, Key=prefix + "rows.csv", Body=b"a,b\n9,z\n")
@@ -335,8 +388,13 @@ def test_a_snapshot_copies_the_bytes_and_is_immune_to_later_changes(lake_stack, 
     assert tree(tmp_path / "pull") == files
     # a new snapshot captures the lake as it is now
     again = ds.import_external(
-        name, f"s3://{LAKE}/{prefix}", "lake", lake_team["project"], snapshot=True,
-        client=client_for(lake_stack, lake_team), progress=False,
+        name,
+        f"s3://{LAKE}/{prefix}",
+        "lake",
+        lake_team["project"],
+        snapshot=True,
+        client=client_for(lake_stack, lake_team),
+        progress=False,
     )
     assert again.version == 2 and again.digest != v["digest"]  # rows.csv changed, blob.bin is gone
     assert again.file_count == 3
@@ -363,7 +421,11 @@ def test_a_snapshot_cannot_claim_other_objects_or_commit_before_every_copy(lake_
     r = lake_stack.api("POST", base + "/files", tok, json={"files": [{"path": "a.txt", "sha256": sha, "size": 3}]})
     assert r.status_code == 200, r.text
     r = lake_stack.api("POST", base + "/commit", tok)
-    assert r.status_code == 409 and r.json()["reason"] == "snapshot_incomplete" and r.json()["details"]["paths"] == ["b.txt"]
+    assert (
+        r.status_code == 409
+        and r.json()["reason"] == "snapshot_incomplete"
+        and r.json()["details"]["paths"] == ["b.txt"]
+    )
     assert versions(lake_stack, lake_team, name) == []
     # another user's snapshot is not yours to complete
     r = lake_stack.api("GET", base + "/sources", lake_team["tokens"]["viewer"])
@@ -391,7 +453,9 @@ def test_a_snapshot_cannot_claim_other_objects_or_commit_before_every_copy(lake_
         ("lake", "s3://external-lake/curated/{p}-tricky/", 422, "invalid_path"),
     ],
 )
-def test_bad_sources_are_refused_clearly_and_nothing_is_committed(lake_stack, lake_team, unique, lake, source, uri, status, reason):
+def test_bad_sources_are_refused_clearly_and_nothing_is_committed(
+    lake_stack, lake_team, unique, lake, source, uri, status, reason
+):
     p = unique("bad")
     lake.put_object(Bucket=LAKE, Key=f"curated/{p}/ok.txt", Body=b"ok")
     # a control character (SeaweedFS keeps it, as S3 does): not a valid dataset path
@@ -407,7 +471,9 @@ def test_bad_sources_are_refused_clearly_and_nothing_is_committed(lake_stack, la
     assert dataset_rows(lake_stack, lake_team, name) == 0
     # the refusal is audited as a failed mutation; no secret in it
     events = lake_stack.api(
-        "GET", f"/projects/{lake_team['project']}/audit/events", lake_team["tokens"]["owner"],
+        "GET",
+        f"/projects/{lake_team['project']}/audit/events",
+        lake_team["tokens"]["owner"],
         params={"outcome": "failure", "limit": 500},
     ).json()["items"]
     assert any(e["resource"].endswith(f"/datasets/{name}/imports") for e in events)
@@ -421,9 +487,15 @@ def test_viewers_cannot_import_and_restricted_datasets_hide_source_urls(lake_sta
     assert r.status_code == 403 and r.json()["reason"] == "forbidden"
     assert register(lake_stack, lake_team, name, f"s3://{LAKE}/{prefix}").status_code == 201
     base = f"/projects/{lake_team['project']}/datasets/{name}"
-    r = lake_stack.api("PUT", base + "/access", lake_team["tokens"]["maintainer"], json={"reader_groups": [lake_team["group"]]})
+    r = lake_stack.api(
+        "PUT", base + "/access", lake_team["tokens"]["maintainer"], json={"reader_groups": [lake_team["group"]]}
+    )
     assert r.status_code == 200
-    paths = [base + "/versions/1/files?urls=true", base + "/versions/1/download?path=pii.csv", base + "/versions/1/verify"]
+    paths = [
+        base + "/versions/1/files?urls=true",
+        base + "/versions/1/download?path=pii.csv",
+        base + "/versions/1/verify",
+    ]
     for path in paths:
         r = lake_stack.api("GET", path, lake_team["tokens"]["viewer"])
         assert r.status_code == 404 and r.json()["reason"] == "dataset_not_found", (path, r.text)
@@ -445,7 +517,9 @@ def test_credentials_never_leave_the_service(lake_stack, lake_team, seaweedfs, u
     register(lake_stack, lake_team, name, f"s3://{LAKE}/curated/x/", source="badcreds")
     seen = json.dumps(r.json()) + json.dumps(files_with_urls(lake_stack, lake_team, name, 1))
     seen += json.dumps(
-        lake_stack.api("GET", f"/projects/{lake_team['project']}/audit/events", lake_team["tokens"]["owner"], params={"limit": 500}).json()
+        lake_stack.api(
+            "GET", f"/projects/{lake_team['project']}/audit/events", lake_team["tokens"]["owner"], params={"limit": 500}
+        ).json()
     )
     seen += lake_stack.log_path.read_text(errors="replace")
     for secret in (seaweedfs.reader_secret_key, WRONG_SECRET):
@@ -460,7 +534,9 @@ def test_configuration_refuses_literal_credentials_and_unset_variables():
     with pytest.raises(ValueError, match="never written in configuration"):
         load_external_sources({"lake": {**ok, "secret_access_key": "x"}})
     with pytest.raises(ValueError, match="LAKE_S .*is not set"):
-        load_external_sources({"lake": {**ok, "access_key_id_env": "LAKE_K", "secret_access_key_env": "LAKE_S"}}, {"LAKE_K": "k"})
+        load_external_sources(
+            {"lake": {**ok, "access_key_id_env": "LAKE_K", "secret_access_key_env": "LAKE_S"}}, {"LAKE_K": "k"}
+        )
     with pytest.raises(ValueError, match="'projects' must list"):
         load_external_sources({"lake": {"endpoint_url": "http://127.0.0.1:1"}})
     with pytest.raises(ValueError, match="unknown keys"):
@@ -468,10 +544,15 @@ def test_configuration_refuses_literal_credentials_and_unset_variables():
     with pytest.raises(ValueError, match="not a valid bucket"):
         load_external_sources({"lake": {**ok, "bucket": "UPPER"}})
     sources = load_external_sources(
-        {"lake": {**ok, "access_key_id_env": "K", "secret_access_key_env": "S", "prefixes": ["a/b"]}}, {"K": "k", "S": "s3cr3t"}
+        {"lake": {**ok, "access_key_id_env": "K", "secret_access_key_env": "S", "prefixes": ["a/b"]}},
+        {"K": "k", "S": "s3cr3t"},
     )
     assert "s3cr3t" not in repr(sources) and "s3cr3t" not in json.dumps(sources["lake"].describe())
     assert sources["lake"].prefixes == ["a/b/"]
+    # the embedded hub passes only ANIMUS_SOURCE_* variables on to animus-api
+    assert source_environment({"ANIMUS_SOURCE_K": "1", "AWS_SECRET_ACCESS_KEY": "2", "PATH": "/bin"}) == {
+        "ANIMUS_SOURCE_K": "1"
+    }
     assert parse_s3_uri("s3://bucket") == ("bucket", "") and parse_s3_uri("s3://bucket/a/b") == ("bucket", "a/b/")
 
 
@@ -483,7 +564,9 @@ def test_the_source_of_a_committed_version_is_immutable_in_the_database(lake_sta
     engine = dbmod.make_engine(lake_stack.db_url)
     try:
         with engine.connect() as conn:
-            vid = conn.execute(text("SELECT id FROM dataset_version WHERE digest = :d"), {"d": v["digest"]}).scalar_one()
+            vid = conn.execute(
+                text("SELECT id FROM dataset_version WHERE digest = :d"), {"d": v["digest"]}
+            ).scalar_one()
         for sql in (
             "UPDATE dataset_version SET source_uri = 's3://elsewhere/' WHERE id = :v",
             "UPDATE dataset_version SET source_name = 'other' WHERE id = :v",

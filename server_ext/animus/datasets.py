@@ -176,7 +176,7 @@ class DatasetVersion:
 
     @property
     def source_type(self) -> str:
-        """"upload", "external_reference" (read from an external S3 source) or "external_snapshot"."""
+        """Where the version came from: "upload", "external_reference" or "external_snapshot"."""
         return self.data.get("source_type") or "upload"
 
     def verify(self, progress: bool = False) -> dict[str, Any]:
@@ -370,12 +370,7 @@ def _stream_to(out: IO[bytes], item: dict[str, Any], bar: _Progress) -> tuple[st
 def _fetch_file(root: Path, item: dict[str, Any], bar: _Progress) -> None:
     target = _safe_target(root, item["path"])
     expected = item.get("sha256")  # None for a reference to an external object
-    if (
-        expected
-        and target.is_file()
-        and target.stat().st_size == item["size"]
-        and sha256_file(target) == expected
-    ):
+    if expected and target.is_file() and target.stat().st_size == item["size"] and sha256_file(target) == expected:
         bar.update(item["size"])
         return
     target.parent.mkdir(parents=True, exist_ok=True)

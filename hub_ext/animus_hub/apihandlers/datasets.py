@@ -410,7 +410,11 @@ class DatasetImportAPIHandler(_DatasetHandler):
             )
             return
         upload = ext.start_snapshot(self.db, d, source, bucket, prefix, captured, self.principal.name, data.message)
-        body = {**svc.upload_json(self.db, upload, d), "source_type": upload.source_type, "source_uri": upload.source_uri}
+        body = {
+            **svc.upload_json(self.db, upload, d),
+            "source_type": upload.source_type,
+            "source_uri": upload.source_uri,
+        }
         self.commit_and_write(
             body,
             201,

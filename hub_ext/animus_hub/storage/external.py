@@ -96,7 +96,9 @@ def parse_s3_uri(uri: Any) -> tuple[str, str]:
         raise AnimusError(422, "invalid_source_uri", f"{shown!r} contains a control character or '\\'", {"uri": shown})
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not BUCKET_PATTERN.match(bucket):
-        raise AnimusError(422, "invalid_source_uri", f"{shown!r}: {bucket!r} is not a valid bucket name", {"uri": shown})
+        raise AnimusError(
+            422, "invalid_source_uri", f"{shown!r}: {bucket!r} is not a valid bucket name", {"uri": shown}
+        )
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     if len(prefix.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
@@ -327,7 +329,9 @@ class ExternalS3Source:
             raise self._error(e, s3_uri(bucket, key)) from None
         except BotoCoreError as e:
             raise self._error(e, s3_uri(bucket, key)) from None
-        return ExternalObject(key, int(r["ContentLength"]), normalise_etag(r.get("ETag", "")), _version(r.get("VersionId")))
+        return ExternalObject(
+            key, int(r["ContentLength"]), normalise_etag(r.get("ETag", "")), _version(r.get("VersionId"))
+        )
 
     def presign_get(
         self, bucket: str, key: str, etag: str, version_id: str | None, expires_in: int, filename: str | None = None
@@ -381,7 +385,9 @@ def load_external_sources(
         if bucket and (not isinstance(bucket, str) or not BUCKET_PATTERN.match(bucket)):
             raise ValueError(f"{where}: 'bucket' {bucket!r} is not a valid bucket name")
         prefixes = spec.get("prefixes", [])
-        if not isinstance(prefixes, list) or not all(isinstance(p, str) and p and not p.startswith("/") for p in prefixes):
+        if not isinstance(prefixes, list) or not all(
+            isinstance(p, str) and p and not p.startswith("/") for p in prefixes
+        ):
             raise ValueError(f"{where}: 'prefixes' must be a list of non-empty key prefixes (no leading '/')")
         credentials: dict[str, str] = {}
         for key in ("access_key_id_env", "secret_access_key_env", "session_token_env"):

@@ -204,7 +204,9 @@ def datasets_diff(name: str, a: str, b: str | None, project: str, as_json: bool)
 @datasets.command("import")
 @click.argument("name")
 @click.argument("uri", metavar="s3://BUCKET/PREFIX/")
-@click.option("-s", "--source", required=True, help="The external source to read through (see `animus datasets sources`).")
+@click.option(
+    "-s", "--source", required=True, help="The external source to read through (see `animus datasets sources`)."
+)
 @project_option
 @click.option(
     "--reference/--snapshot",
