@@ -244,9 +244,10 @@ def datasets_import(
     """Make the next version of dataset NAME (created if missing) from every object under an S3 prefix.
 
     The prefix is read through SOURCE, a read-only external source a platform admin
-    configured for the project. Example:
+    configured for the project (`animus datasets sources` lists them). Example:
 
-        animus datasets import churn s3://corp-lake/curated/churn/2026-11/ --source lake
+    \b
+        animus datasets import churn s3://corp-lake/curated/churn/ --source lake
     """
     v = ds.import_external(
         name,
