@@ -60,8 +60,15 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
+#: buckets playing an external data lake: the `reader` identity may only read and list them
+LAKE_BUCKETS = ("external-lake", "external-lake-v")
+
+
 class SeaweedFS:
-    """One `weed mini` process: master, volume, filer and S3 gateway on 127.0.0.1."""
+    """One `weed mini` process: master, volume, filer and S3 gateway on 127.0.0.1.
+
+    Two identities: `admin` (everything) and `reader`, read-only on LAKE_BUCKETS.
+    """
 
     region = "us-east-1"
 
@@ -70,6 +77,8 @@ class SeaweedFS:
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
         self.access_key = "AK" + secrets.token_hex(9).upper()
         self.secret_key = secrets.token_urlsafe(30)
+        self.reader_access_key = "RK" + secrets.token_hex(9).upper()
+        self.reader_secret_key = secrets.token_urlsafe(30)
         self.proc: subprocess.Popen | None = None
         self.started_in: float | None = None
         self.log_path = self.root / "weed.out"
@@ -109,8 +118,13 @@ class SeaweedFS:
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }
+        reader = {
+            "name": "reader",
+            "credentials": [{"accessKey": self.reader_access_key, "secretKey": self.reader_secret_key}],
+            "actions": [f"{action}:{bucket}" for bucket in LAKE_BUCKETS for action in ("Read", "List")],
+        }
         config = self.root / "s3.json"
-        config.write_text(json.dumps({"identities": [identity]}))
+        config.write_text(json.dumps({"identities": [identity, reader]}))
         config.chmod(0o600)
         started = time.monotonic()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())

@@ -48,9 +48,18 @@ def free_port() -> int:
 
 
 class HubStack:
-    def __init__(self, root: Path, db_url: str = "", log_path: Path | None = None, api_config: str = ""):
+    def __init__(
+        self,
+        root: Path,
+        db_url: str = "",
+        log_path: Path | None = None,
+        api_config: str = "",
+        env: dict[str, str] | None = None,
+    ):
         self.root = Path(root)
         self.api_config = api_config
+        # extra environment of the hub (e.g. ANIMUS_SOURCE_* credentials passed on to animus-api)
+        self.env = dict(env or {})
         self.settings = EmbeddedSettings(
             data_dir=str(self.root),
             port=free_port(),
@@ -89,7 +98,7 @@ class HubStack:
             OVERRIDE.format(name=TEST_ADMIN_SERVICE, token=self.admin_token)
         )
         config = Path(sys.modules["animus_hub.embedded"].__file__).with_name("embedded_config.py")
-        env = {**os.environ, **self.settings.to_environ()}
+        env = {**os.environ, **self.env, **self.settings.to_environ()}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(config)],

@@ -50,6 +50,7 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "setDatasetAccess": schemas.DatasetAccess,
     "startDatasetUpload": schemas.DatasetUploadCreate,
     "addDatasetUploadFiles": schemas.DatasetUploadFiles,
+    "importDatasetVersion": schemas.DatasetImport,
     "createServiceAccount": schemas.ServiceAccountCreate,
     "updateServiceAccount": schemas.ServiceAccountUpdate,
     "createServiceAccountToken": schemas.ServiceAccountTokenCreate,

@@ -262,6 +262,21 @@ EXPECTED: dict[str, dict[str, Case]] = {
         # nothing was uploaded: callers who may commit get the 409 that says so
         "POST": Case({**only(409, MAINTAINER_UP), "contributor": 404}, setup=_new_upload),
     },
+    # no external source is configured on this stack: callers who may write get the 422 that says so
+    "/projects/{project}/datasets/{dataset}/imports": {
+        "POST": Case(
+            only(422, CONTRIBUTOR_UP),
+            setup=_new_dataset,
+            body=lambda ctx: {"source": "lake", "uri": "s3://lake/x/", "mode": "reference"},
+        ),
+    },
+    "/projects/{project}/datasets/{dataset}/uploads/{upload_id}/sources": {
+        "GET": Case({**only(200, MAINTAINER_UP), "contributor": 404}, setup=_new_upload),
+    },
+    "/projects/{project}/datasets/{dataset}/versions/{version}/verify": {
+        "GET": Case(only(200, VIEWER_UP), setup=_new_dataset),
+    },
+    "/projects/{project}/external-sources": {"GET": Case(only(200, VIEWER_UP))},
     "/audit/events": {"GET": Case(platform(200, ADMIN))},
     "/audit/head": {"GET": Case(platform(200, ADMIN))},
     "/role-mappings": {

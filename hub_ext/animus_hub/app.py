@@ -36,6 +36,7 @@ from .logsetup import configure_logging
 from .metrics import observe_request
 from .orm import Role
 from .scheduler import Scheduler, WebhookDeliveryStep
+from .storage.external import load_external_sources
 from .webhook_delivery import WebhookDelivery
 
 API_PREFIX = "api/v1"
@@ -123,6 +124,20 @@ class AnimusAPI(Application):
         help="Where objects (dataset blobs, artifacts) live: LocalObjectStore (embedded) or S3ObjectStore.",
     ).tag(config=True)
 
+    external_sources = Dict(
+        help="""Read-only external S3 sources datasets may import from, by name, e.g.
+        {"lake": {"endpoint_url": "https://s3.example.com", "region": "eu-west-1",
+                  "bucket": "corp-lake", "prefixes": ["curated/"], "projects": ["fraud", "churn"],
+                  "access_key_id_env": "LAKE_ACCESS_KEY_ID",
+                  "secret_access_key_env": "LAKE_SECRET_ACCESS_KEY"}}.
+        "projects" is required (slugs, or ["*"] for every project); "bucket" and
+        "prefixes" restrict where the source may read (empty: anywhere its credentials
+        reach). Credentials are never written here: *_env keys name the environment
+        variables that hold them (without them, boto3's default credential chain).
+        Other keys: presign_endpoint_url, session_token_env, addressing_style,
+        description. Give the credentials read-only rights.""",
+    ).tag(config=True)
+
     presign_expires = Integer(
         300, help="Seconds a presigned upload or download URL stays valid."
     ).tag(config=True)
@@ -186,6 +201,10 @@ class AnimusAPI(Application):
 
     def init_storage(self) -> None:
         self.object_store = self.storage_class(parent=self)
+        # a bad source definition (or a missing credential variable) stops start-up: ValueError
+        self.external_source_readers = load_external_sources(self.external_sources)
+        if self.external_source_readers:
+            self.log.info("External sources: %s", ", ".join(sorted(self.external_source_readers)))
 
     def init_scheduler(self) -> None:
         """The background loop (webhook delivery first; later issues add their steps)."""
@@ -213,6 +232,7 @@ class AnimusAPI(Application):
             "max_request_body": self.max_request_body,
             "api_url_path": self.base_url + API_PREFIX,
             "object_store": self.object_store,
+            "external_sources": self.external_source_readers,
             "presign_expires": self.presign_expires,
             "service_account_token_max_expires_in": self.service_account_token_max_expires_in,
             "webhook_delivery": self.webhook_delivery,
@@ -267,6 +287,8 @@ class AnimusAPI(Application):
         await self.scheduler.stop()
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
         await self.object_store.close()
+        for source in self.external_source_readers.values():
+            source.close()
         self.engine.dispose()
 
     def start(self) -> None:

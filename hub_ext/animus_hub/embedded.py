@@ -34,6 +34,14 @@ c.AnimusAPI.role_mapping_rules = [
     {"group": "ml-{project}-users", "role": "contributor"},
 ]
 c.AnimusAPI.admin_groups = {"platform-admins"}
+
+# a read-only data lake datasets may import from; credentials come from the
+# environment of `animus up` (only ANIMUS_SOURCE_* variables reach animus-api)
+c.AnimusAPI.external_sources = {
+    "lake": {"endpoint_url": "https://s3.example.com", "bucket": "corp-lake", "projects": ["*"],
+             "access_key_id_env": "ANIMUS_SOURCE_LAKE_KEY_ID",
+             "secret_access_key_env": "ANIMUS_SOURCE_LAKE_SECRET"},
+}
 """
 '''
 

@@ -98,6 +98,17 @@ def objects_environment(s: EmbeddedSettings) -> dict[str, str]:
     }
 
 
+#: hub-managed services see only the environment given to them: variables with this
+#: prefix (credentials of AnimusAPI.external_sources) are passed on to animus-api
+SOURCE_ENV_PREFIX = "ANIMUS_SOURCE_"
+
+
+def source_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ANIMUS_SOURCE_* variables of the hub's environment, for animus-api's external sources."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k.startswith(SOURCE_ENV_PREFIX)}
+
+
 def animus_service(api_port: int, db_url: str, config_file: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The hub-managed animus-api service definition."""
     return {
@@ -163,7 +174,7 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
     # the keys that encrypt webhook signing secrets (created on first use, 0600)
     api_env = {**objects_env, "ANIMUS_WEBHOOK_SECRET_KEY_FILE": str(data / "secrets" / "webhook_secret_keys")}
     c.JupyterHub.services = [
-        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), api_env),
+        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), {**api_env, **source_environment()}),
         objects_service(s.objects_port, objects_env),
     ]
     c.JupyterHub.load_roles = animus_roles()

@@ -328,7 +328,7 @@ class DatasetVersion(Base):
 
     Committed versions are immutable: the database refuses UPDATE of a committed row
     (except committed → deleted, which changes only state/deleted_at/deleted_by) and
-    any change to its ``dataset_file`` rows (triggers of migration 0003).
+    any change to its ``dataset_file`` rows (triggers of migrations 0003 and 0005).
     """
 
     __tablename__ = "dataset_version"
@@ -346,7 +346,12 @@ class DatasetVersion(Base):
     file_count: Mapped[int] = mapped_column(Integer, default=0)
     total_size: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[str] = mapped_column(Text, default="")
+    #: "upload", or an external S3 source: "external_reference" (nothing copied) or
+    #: "external_snapshot" (copied into the project's blobs); see services.external_sources
     source_type: Mapped[str] = mapped_column(String(32), default="upload")
+    #: the configured source (AnimusAPI.external_sources) and the s3:// prefix read
+    source_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source_uri: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     produced_by_run_id: Mapped[str | None] = mapped_column(ForeignKey("run.id"), nullable=True, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255))
@@ -359,7 +364,12 @@ class DatasetVersion(Base):
 
 
 class DatasetFile(Base):
-    """One manifest entry of a dataset version: path → blob (sha256, size)."""
+    """One manifest entry of a dataset version: path → blob (sha256, size).
+
+    An entry of an external source also records the object it came from (key, ETag,
+    version id). A reference entry has no blob: its sha256 is "" (unknown), and the
+    object is read from the source, pinned to that ETag / version id.
+    """
 
     __tablename__ = "dataset_file"
     __table_args__ = (UniqueConstraint("version_id", "path"),)
@@ -370,6 +380,9 @@ class DatasetFile(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     media_type: Mapped[str] = mapped_column(String(255), default="")
+    source_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    source_etag: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    source_version_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
 
 class DatasetFileProfile(Base):

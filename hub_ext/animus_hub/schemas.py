@@ -185,6 +185,17 @@ class DatasetUploadFiles(Strict):
     files: list[dict[str, Any]] = Field(description="a batch of manifest entries {path, sha256, size[, media_type]}")
 
 
+class DatasetImport(Strict):
+    source: str = Field(min_length=1, max_length=64, description="an external source configured for the project")
+    uri: str = Field(min_length=6, max_length=2048, description="s3://BUCKET/PREFIX/ (a folder: every object under it)")
+    mode: Literal["reference", "snapshot"] = Field(
+        default="reference",
+        description="reference: nothing copied, objects pinned by ETag/version id; "
+        "snapshot: copied into the project by the client, then committed",
+    )
+    message: str = Field(default="", max_length=4000)
+
+
 # --- service accounts ----------------------------------------------------------------
 
 SERVICE_ACCOUNT_NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -51,6 +52,10 @@ COMMIT_ATTEMPTS = 3
 
 class DatasetError(Exception):
     """A push or pull failed for a reason the caller must fix."""
+
+
+class SourceChangedError(DatasetError):
+    """An object of an external source is no longer the one a version pinned: it was not read."""
 
 
 def _seg(value: str) -> str:
@@ -165,6 +170,32 @@ class DatasetVersion:
     def source(self) -> str:
         return f"animus://{self.project}/datasets/{self.name}/versions/{self.version}"
 
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def source_type(self) -> str:
+        """Where the version came from: "upload", "external_reference" or "external_snapshot"."""
+        return self.data.get("source_type") or "upload"
+
+    def verify(self, progress: bool = False) -> dict[str, Any]:
+        """Check every file where it lives: referenced source objects against their captured ETag and
+        version id, blobs for presence and size. Returns ``{checked, ok, changed: [...], missing: [...]}``."""
+        report: dict[str, Any] = {"checked": 0, "ok": 0, "changed": [], "missing": []}
+        params: dict[str, Any] = {"limit": PAGE}
+        while True:
+            page = self.client.request("GET", self._base + "/verify", params=params)
+            for key in ("checked", "ok"):
+                report[key] += page[key]
+            report["changed"] += page["changed"]
+            report["missing"] += page["missing"]
+            if progress:
+                print(f"verify {self.label}: {report['checked']}/{self.file_count}", file=sys.stderr)
+            if not page.get("next_cursor"):
+                return report
+            params["cursor"] = page["next_cursor"]
+
     def files(self, prefix: str | None = None) -> list[dict[str, Any]]:
         """The manifest: ``{path, sha256, size, media_type}`` per file."""
         return list(self._pages(prefix=prefix))
@@ -192,9 +223,10 @@ class DatasetVersion:
         local = info.get("local_path")
         if local and os.access(local, os.R_OK):
             return open(local, mode)  # noqa: SIM115 (the caller closes it)
-        r = requests.get(info["url"], stream=True, timeout=60)
+        r = requests.get(info["url"], headers=info.get("headers") or {}, stream=True, timeout=60)
         if r.status_code != 200:
-            raise DatasetError(f"download of {path!r} failed: HTTP {r.status_code}")
+            r.close()
+            _raise_for_download(r.status_code, path, self.label)
         r.raw.decode_content = True
         raw: IO[bytes] = r.raw
         return io.TextIOWrapper(raw, encoding="utf-8") if mode == "r" else raw
@@ -206,9 +238,13 @@ class DatasetVersion:
         bar = _Progress(self.total_size, f"pull {self.name}:{self.version}", progress)
         errors: list[str] = []
 
+        changed: list[str] = []
+
         def fetch(item: dict[str, Any]) -> None:
             try:
                 _fetch_file(root, item, bar)
+            except SourceChangedError as e:
+                changed.append(str(e))
             except Exception as e:  # noqa: BLE001 (collected and reported together)
                 errors.append(f"{item['path']}: {e}")
 
@@ -216,6 +252,11 @@ class DatasetVersion:
             for item in self._pages(urls=True):
                 pool.submit(fetch, item)
         bar.close()
+        if changed:
+            raise SourceChangedError(
+                f"{len(changed)} file(s) of {self.label} changed in their external source and were not read: "
+                + "; ".join(changed[:5])
+            )
         if errors:
             raise DatasetError(f"{len(errors)} file(s) failed to download: " + "; ".join(errors[:5]))
         return root
@@ -289,33 +330,61 @@ def _safe_target(root: Path, path: str) -> Path:
     return target
 
 
+def _raise_for_download(status: int, path: str, label: str = "") -> None:
+    where = f" of {label}" if label else ""
+    if status == 412:
+        raise SourceChangedError(
+            f"{path!r}{where} changed in its external source since it was captured (HTTP 412: ETag differs); "
+            "it was not read. `animus datasets verify` lists what changed; import the source again for a new version"
+        )
+    if status == 404:
+        raise SourceChangedError(f"{path!r}{where} is gone from its external source (HTTP 404); it was not read")
+    raise DatasetError(f"download of {path!r} failed: HTTP {status}")
+
+
+def _stream_to(out: IO[bytes], item: dict[str, Any], bar: _Progress) -> tuple[str, int]:
+    """Copy one file (direct path or pinned URL) into `out`; its sha256 and size."""
+    h = hashlib.sha256()
+    n = 0
+    local = item.get("local_path")
+    if local and os.access(local, os.R_OK):
+        with open(local, "rb") as src:
+            while chunk := src.read(DOWNLOAD_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                n += len(chunk)
+                bar.update(len(chunk))
+        return h.hexdigest(), n
+    # reference entries carry headers (a signed If-Match): the store answers 412, not other bytes
+    with requests.get(item["url"], headers=item.get("headers") or {}, stream=True, timeout=60) as r:
+        if r.status_code != 200:
+            _raise_for_download(r.status_code, item["path"])
+        for chunk in r.iter_content(DOWNLOAD_CHUNK):
+            h.update(chunk)
+            out.write(chunk)
+            n += len(chunk)
+            bar.update(len(chunk))
+    return h.hexdigest(), n
+
+
 def _fetch_file(root: Path, item: dict[str, Any], bar: _Progress) -> None:
     target = _safe_target(root, item["path"])
-    if target.is_file() and target.stat().st_size == item["size"] and sha256_file(target) == item["sha256"]:
+    expected = item.get("sha256")  # None for a reference to an external object
+    if expected and target.is_file() and target.stat().st_size == item["size"] and sha256_file(target) == expected:
         bar.update(item["size"])
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.animus-part")
-    h = hashlib.sha256()
-    local = item.get("local_path")
-    with tmp.open("wb") as out:
-        if local and os.access(local, os.R_OK):
-            with open(local, "rb") as src:
-                while chunk := src.read(DOWNLOAD_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        else:
-            with requests.get(item["url"], stream=True, timeout=60) as r:
-                if r.status_code != 200:
-                    raise DatasetError(f"HTTP {r.status_code}")
-                for chunk in r.iter_content(DOWNLOAD_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    if h.hexdigest() != item["sha256"]:
+    try:
+        with tmp.open("wb") as out:
+            sha, size = _stream_to(out, item, bar)
+        if expected is not None and sha != expected:
+            raise DatasetError("content does not match its sha256")
+        if size != item["size"]:
+            raise DatasetError(f"got {size} bytes, the manifest says {item['size']}")
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise DatasetError("content does not match its sha256")
+        raise
     os.replace(tmp, target)
 
 
@@ -583,12 +652,129 @@ def pull(
     return v
 
 
+# --- external S3 sources ----------------------------------------------------------------------
+
+
+def list_sources(project: str | None = None, *, client: Client | None = None) -> list[dict[str, Any]]:
+    """The external S3 sources the platform lets this project import from: ``{name, bucket, prefixes}``."""
+    client = client or Client()
+    return client.request("GET", f"/projects/{_seg(_project(project))}/external-sources")["items"]
+
+
+def _ensure_dataset(client: Client, project: str, name: str) -> str:
+    base = f"/projects/{_seg(project)}/datasets/{_seg(name)}"
+    try:
+        client.request("GET", base)
+    except AnimusAPIError as e:
+        if e.status != 404:
+            raise
+        client.request("POST", f"/projects/{_seg(project)}/datasets", json_body={"name": name})
+    return base
+
+
+def import_external(
+    name: str,
+    uri: str,
+    source: str,
+    project: str | None = None,
+    message: str = "",
+    *,
+    snapshot: bool = False,
+    client: Client | None = None,
+    workers: int = 8,
+    progress: bool = True,
+    workdir: str | os.PathLike[str] | None = None,
+    profile: bool = True,
+) -> DatasetVersion:
+    """A new version of dataset `name` (created if missing) from the S3 prefix `uri` of external `source`.
+
+    By reference (the default) nothing is copied: animus-api lists the prefix and pins
+    every object by ETag (and version id on a versioned bucket); reading goes to the
+    source and refuses an object that changed since. With ``snapshot=True`` this
+    machine copies every object into the project (through ``workdir``, a temporary
+    directory by default, which needs room for the whole prefix): the version is then
+    immune to later changes in the source.
+    """
+    client = client or Client()
+    project = _project(project)
+    base = _ensure_dataset(client, project, name)
+    body = {"source": source, "uri": uri, "mode": "snapshot" if snapshot else "reference", "message": message}
+    data = client.request("POST", f"{base}/imports", json_body=body)
+    if not snapshot:
+        return DatasetVersion(client, project, data)
+    return _complete_snapshot(client, project, base, data["id"], workers, progress, workdir, profile)
+
+
+def _complete_snapshot(
+    client: Client,
+    project: str,
+    base: str,
+    upload_id: str,
+    workers: int,
+    progress: bool,
+    workdir: str | os.PathLike[str] | None,
+    profile: bool,
+) -> DatasetVersion:
+    """Copy the captured objects of a snapshot upload, report their sha256, upload the new blobs, commit."""
+    up = f"{base}/uploads/{upload_id}"
+    with tempfile.TemporaryDirectory(prefix="animus-import-", dir=workdir) as tmp:
+        root = Path(tmp)
+        by_sha: dict[str, Path] = {}
+        bar = _Progress(0, "copy from source", progress)
+        params: dict[str, Any] = {"limit": PAGE}
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            while True:
+                # URLs are fetched page by page, just before use: they are short-lived
+                page = client.request("GET", f"{up}/sources", params=params)
+                bar.total += sum(i["size"] for i in page["items"])
+                copied = list(pool.map(lambda item: _copy_source(root, item, bar, profile), page["items"]))
+                entries = []
+                for item, (path, sha, prof) in zip(page["items"], copied, strict=True):
+                    entry: dict[str, Any] = {"path": item["path"], "sha256": sha, "size": item["size"]}
+                    if prof is not None:
+                        entry["profile"] = prof
+                    entries.append(entry)
+                    by_sha.setdefault(sha, path)
+                for batch in _batches(entries) if entries else ():
+                    client.request("POST", f"{up}/files", json_body={"files": batch})
+                if not page.get("next_cursor"):
+                    break
+                params["cursor"] = page["next_cursor"]
+        bar.close()
+        uploader = _Uploader(workers)
+        for attempt in range(COMMIT_ATTEMPTS):
+            _upload_missing(client, up, uploader, by_sha, progress)
+            try:
+                return DatasetVersion(client, project, client.request("POST", f"{up}/commit"))
+            except AnimusAPIError as e:
+                if e.reason != "blobs_missing" or attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+    raise AssertionError("unreachable")
+
+
+def _copy_source(root: Path, item: dict[str, Any], bar: _Progress, profile: bool) -> tuple[Path, str, Any]:
+    """Download one captured object (pinned by ETag / version id): its local path, sha256 and profile."""
+    target = _safe_target(root, item["path"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as out:
+        sha, size = _stream_to(out, item, bar)
+    if size != item["size"]:
+        raise DatasetError(f"{item['path']!r}: got {size} bytes from the source, {item['size']} were captured")
+    prof = None
+    if profile and table_format(item["path"]) is not None:
+        _, prof = _hash_file(item["path"], target, _Progress(0, "", False), True)
+    return target, sha, prof
+
+
 __all__ = [
     "DatasetError",
     "DatasetVersion",
+    "SourceChangedError",
     "diff",
     "get",
+    "import_external",
     "list_datasets",
+    "list_sources",
     "list_versions",
     "manifest_digest",
     "pull",

@@ -11,9 +11,17 @@ from typing import Any
 
 from ..errors import AnimusError
 from ..orm import Dataset
-from ..schemas import DatasetAccess, DatasetCreate, DatasetUpdate, DatasetUploadCreate, DatasetUploadFiles
+from ..schemas import (
+    DatasetAccess,
+    DatasetCreate,
+    DatasetImport,
+    DatasetUpdate,
+    DatasetUploadCreate,
+    DatasetUploadFiles,
+)
 from ..services import dataset_profiles as profiles
 from ..services import datasets as svc
+from ..services import external_sources as ext
 from ..services.pagination import parse_limit
 from .base import APIHandler
 from .projects import PROJECT
@@ -29,6 +37,10 @@ class _DatasetHandler(APIHandler):
 
     def resource(self, dataset: str, *rest: Any) -> str:
         return "/".join([f"project/{self.project.slug}/datasets/{dataset}", *(str(r) for r in rest)])
+
+    @property
+    def sources(self) -> dict[str, Any]:
+        return self.settings.get("external_sources") or {}
 
 
 # --- datasets -------------------------------------------------------------------------
@@ -143,7 +155,7 @@ class DatasetFilesAPIHandler(_DatasetHandler):
                 self.settings["presign_expires"],
                 self.bool_arg("local"),
             )
-            items = [svc.file_download(store, self.project.id, f, expires, local) for f in rows]
+            items = ext.downloads(store, self.sources, self.project, v, rows, expires, local)
         else:
             items = [svc.file_json(f) for f in rows]
         self.write_json({"items": items, "next_cursor": next_cursor, "version": v.version, "digest": v.digest})
@@ -154,17 +166,47 @@ class DatasetDownloadAPIHandler(_DatasetHandler):
 
     actions = {"GET": "datasets:read"}
 
-    def get(self, project: str, dataset: str, version: str) -> None:
+    async def get(self, project: str, dataset: str, version: str) -> None:
         path = self.get_query_argument("path", None)
         if not path:
             raise AnimusError(400, "invalid_argument", "Give the file as ?path=")
         d = self.find_dataset(dataset)
         v = svc.find_version(self.db, d, version)
         f = svc.find_file(self.db, v, path)
-        body = svc.file_download(
-            self.settings["object_store"], self.project.id, f, self.settings["presign_expires"], self.bool_arg("local")
+        expires = self.settings["presign_expires"]
+        if ext.is_reference(f):
+            # one file: check the source now, so a changed object is a clear 409 rather than a 412 later
+            source = ext.source_of(self.sources, self.project, v)
+            await ext.check_reference(source, v, f)
+            body = ext.reference_download(source, v, f, expires)
+        else:
+            body = svc.file_download(self.settings["object_store"], self.project.id, f, expires, self.bool_arg("local"))
+        self.write_json({**body, "version": v.version, "expires_in": expires})
+
+
+class DatasetVerifyAPIHandler(_DatasetHandler):
+    """HEAD a page of a version's files: referenced objects against what was captured, blobs for presence."""
+
+    actions = {"GET": "datasets:read"}
+
+    async def get(self, project: str, dataset: str, version: str) -> None:
+        d = self.find_dataset(dataset)
+        v = svc.find_version(self.db, d, version)
+        limit = parse_limit(
+            self.get_query_argument("limit", None), svc.MAX_URLS_PER_PAGE, default=svc.MAX_URLS_PER_PAGE
         )
-        self.write_json({**body, "version": v.version, "expires_in": self.settings["presign_expires"]})
+        rows, next_cursor = svc.list_files(self.db, v, limit, self.get_query_argument("cursor", None))
+        report = await ext.verify(self.settings["object_store"], self.sources, self.project, v, rows)
+        self.write_json(
+            {
+                "dataset": d.name,
+                "version": v.version,
+                "digest": v.digest,
+                "source_type": v.source_type,
+                **report,
+                "next_cursor": next_cursor,
+            }
+        )
 
 
 class DatasetSchemaAPIHandler(_DatasetHandler):
@@ -248,7 +290,10 @@ class DatasetUploadFilesAPIHandler(_DatasetHandler):
         files = svc.parse_files(data.files)
         d = self.find_dataset(dataset)
         upload = svc.find_upload(self.db, d, upload_id, self.principal, self.role)
-        n = svc.add_files(self.db, upload, files)
+        if upload.source_type == ext.SNAPSHOT:
+            n = ext.fill_snapshot(self.db, upload, files)
+        else:
+            n = svc.add_files(self.db, upload, files)
         self.commit_and_write(
             svc.upload_json(self.db, upload, d),
             audit_action="dataset.upload_files",
@@ -296,8 +341,97 @@ class DatasetUploadCommitAPIHandler(_DatasetHandler):
             201,
             audit_action="dataset.version_create",
             resource=self.resource(d.name, "versions", v.version),
-            details={"digest": v.digest, "files": v.file_count, "bytes": v.total_size, "upload": upload_id},
+            details={
+                "digest": v.digest,
+                "files": v.file_count,
+                "bytes": v.total_size,
+                "upload": upload_id,
+                **({"source": v.source_name, "uri": v.source_uri} if v.source_name else {}),
+            },
         )
+
+
+class DatasetUploadSourcesAPIHandler(_DatasetHandler):
+    """Pages of pinned presigned GETs for the captured objects of a snapshot upload (empty for other uploads)."""
+
+    actions = {"GET": "datasets:write"}
+
+    def get(self, project: str, dataset: str, upload_id: str) -> None:
+        d = self.find_dataset(dataset)
+        upload = svc.find_upload(self.db, d, upload_id, self.principal, self.role)
+        limit = parse_limit(
+            self.get_query_argument("limit", None), svc.MAX_URLS_PER_PAGE, default=svc.MAX_URLS_PER_PAGE
+        )
+        if upload.source_type != ext.SNAPSHOT:
+            self.write_json({"items": [], "next_cursor": None, "remaining": 0})
+            return
+        source = ext.source_of(self.sources, self.project, upload)
+        rows, next_cursor = svc.list_files(self.db, upload, limit, self.get_query_argument("cursor", None))
+        expires = self.settings["presign_expires"]
+        items = [ext.reference_download(source, upload, f, expires) for f in rows]
+        self.write_json(
+            {
+                "items": items,
+                "next_cursor": next_cursor,
+                "remaining": ext.snapshot_progress(self.db, upload),
+                "expires_in": expires,
+            }
+        )
+
+
+class DatasetImportAPIHandler(_DatasetHandler):
+    """A version from a read-only external S3 prefix: by reference (committed now) or as a snapshot (an upload)."""
+
+    actions = {"POST": "datasets:write"}
+
+    async def post(self, project: str, dataset: str) -> None:
+        data = self.json_body(DatasetImport)
+        d = self.find_dataset(dataset)
+        source = ext.find_source(self.sources, self.project, data.source)
+        bucket, prefix, captured = await ext.capture(source, data.uri)
+        details = {
+            "source": source.name,
+            "uri": f"s3://{bucket}/{prefix}",
+            "mode": data.mode,
+            "files": len(captured),
+            "bytes": sum(obj.size for _, obj in captured),
+            "versioned": any(obj.version_id for _, obj in captured),
+        }
+        if data.mode == "reference":
+            v = ext.register_reference(
+                self.db, self.project, d, source, bucket, prefix, captured, self.principal.name, data.message
+            )
+            self.commit_and_write(
+                svc.version_json(v, d),
+                201,
+                audit_action="dataset.version_create",
+                resource=self.resource(d.name, "versions", v.version),
+                details={**details, "digest": v.digest},
+            )
+            return
+        upload = ext.start_snapshot(self.db, d, source, bucket, prefix, captured, self.principal.name, data.message)
+        body = {
+            **svc.upload_json(self.db, upload, d),
+            "source_type": upload.source_type,
+            "source_uri": upload.source_uri,
+        }
+        self.commit_and_write(
+            body,
+            201,
+            audit_action="dataset.import_start",
+            resource=self.resource(d.name, "uploads", upload.upload_id),
+            details=details,
+        )
+
+
+class ExternalSourceListAPIHandler(APIHandler):
+    """The external S3 sources this project may import from (names and where they may read; no secrets)."""
+
+    actions = {"GET": "datasets:read"}
+
+    def get(self, project: str) -> None:
+        sources = ext.project_sources(self.settings.get("external_sources") or {}, self.project)
+        self.write_json({"items": [s.describe() for s in sources], "next_cursor": None})
 
 
 BASE = f"/projects/{PROJECT}/datasets"
@@ -311,10 +445,14 @@ default_handlers = [
     (f"{BASE}/{DATASET}/versions/{VERSION}/files", DatasetFilesAPIHandler),
     (f"{BASE}/{DATASET}/versions/{VERSION}/download", DatasetDownloadAPIHandler),
     (f"{BASE}/{DATASET}/versions/{VERSION}/schema", DatasetSchemaAPIHandler),
+    (f"{BASE}/{DATASET}/versions/{VERSION}/verify", DatasetVerifyAPIHandler),
+    (f"{BASE}/{DATASET}/imports", DatasetImportAPIHandler),
     (f"{BASE}/{DATASET}/diff", DatasetDiffAPIHandler),
     (f"{BASE}/{DATASET}/uploads", DatasetUploadListAPIHandler),
     (f"{BASE}/{DATASET}/uploads/{UPLOAD}", DatasetUploadAPIHandler),
     (f"{BASE}/{DATASET}/uploads/{UPLOAD}/files", DatasetUploadFilesAPIHandler),
     (f"{BASE}/{DATASET}/uploads/{UPLOAD}/missing", DatasetUploadMissingAPIHandler),
     (f"{BASE}/{DATASET}/uploads/{UPLOAD}/commit", DatasetUploadCommitAPIHandler),
+    (f"{BASE}/{DATASET}/uploads/{UPLOAD}/sources", DatasetUploadSourcesAPIHandler),
+    (f"/projects/{PROJECT}/external-sources", ExternalSourceListAPIHandler),
 ]

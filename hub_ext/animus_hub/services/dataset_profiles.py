@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from ..errors import AnimusError
@@ -193,7 +193,20 @@ def diff_versions(session: Session, dataset: Dataset, a: DatasetVersion, b: Data
         .join(fb, and_(fb.version_id == b.id, fb.path == fa.path))
         .where(fa.version_id == a.id)
     )
-    changed_q = both.where(fa.sha256 != fb.sha256)
+    # references to external objects have no sha256 (""): the pinned object decides
+    changed_q = both.where(
+        or_(
+            fa.sha256 != fb.sha256,
+            and_(
+                fa.sha256 == "",
+                or_(
+                    fa.source_key.is_distinct_from(fb.source_key),
+                    fa.source_etag.is_distinct_from(fb.source_etag),
+                    fa.source_version_id.is_distinct_from(fb.source_version_id),
+                ),
+            ),
+        )
+    )
     changed_count = session.scalar(select(func.count()).select_from(changed_q.subquery())) or 0
     common_count = session.scalar(select(func.count()).select_from(both.subquery())) or 0
     changed = [

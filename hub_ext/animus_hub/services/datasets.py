@@ -345,6 +345,7 @@ def version_json(v: DatasetVersion, dataset: Dataset, consumers: list[str] | Non
         "total_size": v.total_size,
         "message": v.message,
         "source_type": v.source_type,
+        "source": {"name": v.source_name, "uri": v.source_uri} if v.source_name else None,
         "produced_by_run_id": v.produced_by_run_id,
         "created_at": iso(v.created_at),
         "created_by": v.created_by,
@@ -418,7 +419,11 @@ def find_file(session: Session, version: DatasetVersion, path: str) -> DatasetFi
 
 
 def file_json(f: DatasetFile) -> dict[str, Any]:
-    return {"path": f.path, "sha256": f.sha256, "size": f.size, "media_type": f.media_type}
+    """A manifest entry; ``sha256`` is null for a reference to an external object (read it to know)."""
+    body: dict[str, Any] = {"path": f.path, "sha256": f.sha256 or None, "size": f.size, "media_type": f.media_type}
+    if f.source_key is not None:
+        body["source"] = {"key": f.source_key, "etag": f.source_etag, "version_id": f.source_version_id}
+    return body
 
 
 def file_download(store: ObjectStore, project_id: int, f: DatasetFile, expires: int, local: bool) -> dict[str, Any]:
@@ -689,6 +694,16 @@ async def commit_upload(
     ).all()
     if not entries:
         raise _bad("empty_dataset", "The upload has no files; a dataset version holds at least one file")
+    unhashed = sorted(p for p, sha, _ in entries if not sha)
+    if unhashed:
+        # a snapshot of an external source whose client has not copied every object yet
+        raise AnimusError(
+            409,
+            "snapshot_incomplete",
+            f"{len(unhashed)} file(s) of this snapshot have not been copied yet (no sha256 given); "
+            "copy them (the import resumes), then commit again",
+            {"missing_count": len(unhashed), "paths": unhashed[:100]},
+        )
     blobs: dict[str, int] = {}
     for _, sha, size in entries:
         if blobs.setdefault(sha, size) != size:
@@ -706,14 +721,28 @@ async def commit_upload(
             {"missing": missing[:100], "wrong_size": wrong[:100], "missing_count": len(missing)},
         )
     digest = manifest_digest((p, s, n) for p, s, n in entries)
+    return number_version(session, project, dataset, upload, by, digest, len(entries), sum(n for _, _, n in entries))
+
+
+def number_version(
+    session: Session,
+    project: Project,
+    dataset: Dataset,
+    upload: DatasetVersion,
+    by: str,
+    digest: str,
+    file_count: int,
+    total_size: int,
+) -> DatasetVersion:
+    """Give a verified pending version the next number, its digest and its event (same transaction)."""
     # one writer numbers versions of a dataset at a time (SQLite serialises writers anyway)
     session.execute(select(Dataset.id).where(Dataset.id == dataset.id).with_for_update())
     last = session.scalar(select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id))
     upload.version = (last or 0) + 1
     upload.state = "committed"
     upload.digest = digest
-    upload.file_count = len(entries)
-    upload.total_size = sum(n for _, _, n in entries)
+    upload.file_count = file_count
+    upload.total_size = total_size
     upload.committed_at = utcnow()
     upload.committed_by = by
     session.flush()
@@ -727,6 +756,8 @@ async def commit_upload(
             "file_count": upload.file_count,
             "total_size": upload.total_size,
             "produced_by_run_id": upload.produced_by_run_id,
+            "source_type": upload.source_type,
+            "source_uri": upload.source_uri,
             "user": by,
         },
         project,

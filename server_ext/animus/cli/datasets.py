@@ -1,4 +1,4 @@
-"""`animus datasets`: push, pull, list and show dataset versions; their schema and diffs."""
+"""`animus datasets`: push, pull, import, verify, list and show dataset versions; their schema and diffs."""
 
 from __future__ import annotations
 
@@ -199,3 +199,114 @@ def datasets_diff(name: str, a: str, b: str | None, project: str, as_json: bool)
             click.echo(f"  - column {c['name']} ({c['type']})")
         for c in t["type_changes"]:
             click.echo(f"  ~ column {c['name']}: {c['from']} → {c['to']}")
+
+
+@datasets.command("import")
+@click.argument("name")
+@click.argument("uri", metavar="s3://BUCKET/PREFIX/")
+@click.option(
+    "-s", "--source", required=True, help="The external source to read through (see `animus datasets sources`)."
+)
+@project_option
+@click.option(
+    "--reference/--snapshot",
+    "by_reference",
+    default=True,
+    show_default=True,
+    help="--reference: copy nothing, pin each object by ETag (and version id); reads go to the source "
+    "and refuse changed objects. --snapshot: copy every object into the project through this machine, "
+    "so later changes in the source do not matter.",
+)
+@click.option("-m", "--message", default="", help="What this version is.")
+@click.option("-j", "--jobs", type=int, default=8, show_default=True, help="Parallel copies (--snapshot).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where --snapshot keeps the copies until they are uploaded (default: a temporary directory); "
+    "needs room for the whole prefix.",
+)
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@json_option
+@_dataset_error
+def datasets_import(
+    name: str,
+    uri: str,
+    source: str,
+    project: str,
+    by_reference: bool,
+    message: str,
+    jobs: int,
+    workdir: Path | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Make the next version of dataset NAME (created if missing) from every object under an S3 prefix.
+
+    The prefix is read through SOURCE, a read-only external source a platform admin
+    configured for the project (`animus datasets sources` lists them). Example:
+
+    \b
+        animus datasets import churn s3://corp-lake/curated/churn/ --source lake
+    """
+    v = ds.import_external(
+        name,
+        uri,
+        source,
+        project,
+        message,
+        snapshot=not by_reference,
+        client=_client(),
+        workers=jobs,
+        progress=not quiet,
+        workdir=workdir,
+    )
+    if as_json:
+        print_json(v.data)
+    else:
+        how = "referenced" if by_reference else "copied"
+        click.echo(f"{name}:{v.version} {v.digest} ({v.file_count} files, {v.total_size} bytes {how} from {uri})")
+
+
+@datasets.command("verify")
+@click.argument("ref", metavar="NAME[:VERSION]")
+@project_option
+@json_option
+@_dataset_error
+def datasets_verify(ref: str, project: str, as_json: bool) -> None:
+    """Check that every file of a version (default: the latest) is still there, unchanged.
+
+    Files referenced in an external source are compared with the ETag (and version
+    id) captured when the version was registered; other files are checked in the
+    project's storage. Exits with status 1 if anything changed or is missing.
+    """
+    name, version = _name_and_version(ref)
+    v = ds.get(name, version, project, client=_client(), record=False)
+    report = v.verify()
+    if as_json:
+        print_json({"dataset": name, "version": v.version, "digest": v.digest, **report})
+    else:
+        for item in report["changed"]:
+            click.echo(f"changed  {item['path']}")
+        for item in report["missing"]:
+            click.echo(f"missing  {item['path']}")
+        click.echo(
+            f"{name}:{v.version}: {report['checked']} checked, {report['ok']} ok, "
+            f"{len(report['changed'])} changed, {len(report['missing'])} missing"
+        )
+    if report["changed"] or report["missing"]:
+        raise SystemExit(1)
+
+
+@datasets.command("sources")
+@project_option
+@json_option
+@_dataset_error
+def datasets_sources(project: str, as_json: bool) -> None:
+    """List the external S3 sources this project may import from."""
+    items = ds.list_sources(project, client=_client())
+    if as_json:
+        print_json(items)
+    else:
+        rows = [{**s, "prefixes": ", ".join(s["prefixes"]) or "*", "bucket": s["bucket"] or "*"} for s in items]
+        print_table(rows, ["name", "bucket", "prefixes", "description"])
