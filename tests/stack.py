@@ -23,6 +23,10 @@ from animus_hub.embedded import prepare_data_dir, stop_leftovers, wait_until_up
 from animus_hub.hubconfig import API_PATH, EmbeddedSettings, find_proxy_command
 
 TEST_ADMIN_SERVICE = "test-admin"
+# the test-admin service is also an OAuth client of the hub, as workspaces are: tests get
+# OAuth tokens bound to a browser session through it (nothing listens at the redirect URI)
+TEST_OAUTH_REDIRECT = "http://127.0.0.1:9/oauth_callback"
+TEST_OAUTH_GROUP = "test-oauth-clients"
 
 # rules the stack's animus-api is configured with (tests rely on them)
 STACK_API_CONFIG = """
@@ -34,8 +38,13 @@ c.AnimusAPI.role_mapping_rules = [
 """
 
 OVERRIDE = """
-c.JupyterHub.services.append({{"name": "{name}", "api_token": "{token}"}})
+c.JupyterHub.services.append({{"name": "{name}", "api_token": "{token}",
+    "oauth_redirect_uri": "{redirect}", "oauth_no_confirm": True}})
 c.JupyterHub.load_roles.append({{"name": "admin", "services": ["{name}"]}})
+# members of this group may log in to the test-admin OAuth client (see hubbrowser.py)
+c.JupyterHub.load_groups = {{"{oauth_group}": {{"users": []}}}}
+c.JupyterHub.load_roles.append({{"name": "test-oauth", "scopes": ["access:services!service={name}"],
+    "groups": ["{oauth_group}"]}})
 c.JupyterHub.log_level = "WARN"
 c.Authenticator.manage_groups = False
 """
@@ -48,9 +57,19 @@ def free_port() -> int:
 
 
 class HubStack:
-    def __init__(self, root: Path, db_url: str = "", log_path: Path | None = None, api_config: str = ""):
+    def __init__(
+        self,
+        root: Path,
+        db_url: str = "",
+        log_path: Path | None = None,
+        api_config: str = "",
+        hub_config: str = "",
+        **settings: Any,
+    ):
+        """`hub_config` is appended to the hub's override file; `settings` are EmbeddedSettings fields."""
         self.root = Path(root)
         self.api_config = api_config
+        self.hub_config = hub_config
         self.settings = EmbeddedSettings(
             data_dir=str(self.root),
             port=free_port(),
@@ -60,6 +79,7 @@ class HubStack:
             objects_port=free_port(),
             db_url=db_url,
             proxy_cmd=find_proxy_command(),
+            **settings,
         )
         self.admin_token = secrets.token_hex(24)
         self.log_path = log_path or self.root / "stack.log"
@@ -86,7 +106,13 @@ class HubStack:
         if self.api_config:
             (self.root / "animus_api_config.py").write_text(self.api_config)
         (self.root / "jupyterhub_config.py").write_text(
-            OVERRIDE.format(name=TEST_ADMIN_SERVICE, token=self.admin_token)
+            OVERRIDE.format(
+                name=TEST_ADMIN_SERVICE,
+                token=self.admin_token,
+                redirect=TEST_OAUTH_REDIRECT,
+                oauth_group=TEST_OAUTH_GROUP,
+            )
+            + self.hub_config
         )
         config = Path(sys.modules["animus_hub.embedded"].__file__).with_name("embedded_config.py")
         env = {**os.environ, **self.settings.to_environ()}

@@ -216,3 +216,11 @@ class ServiceAccountTokenCreate(Strict):
     scopes: list[TokenScope] = Field(
         default=[], max_length=2, description="'read' restricts the token to reads; empty: what the role allows"
     )
+
+
+class ForcedLogout(Strict):
+    stop_servers: bool | None = Field(
+        default=None,
+        description="Stop the person's running workspaces (default: AnimusAPI.forced_logout_stops_servers)",
+    )
+    reason: str = Field(default="", max_length=500, description="Why; recorded in the audit trail")

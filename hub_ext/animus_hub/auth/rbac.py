@@ -80,6 +80,8 @@ PLATFORM_ACTIONS: dict[str, str] = {
     "audit:read_all": "admin",
     "role_mappings:read": "admin",
     "role_mappings:write": "admin",
+    "user_sessions:read": "admin",
+    "users:logout": "admin",
 }
 
 ALL_ACTIONS = frozenset(PROJECT_ACTIONS) | frozenset(PLATFORM_ACTIONS)
