@@ -41,12 +41,15 @@ OVERRIDE = """
 c.JupyterHub.services.append({{"name": "{name}", "api_token": "{token}",
     "oauth_redirect_uri": "{redirect}", "oauth_no_confirm": True}})
 c.JupyterHub.load_roles.append({{"name": "admin", "services": ["{name}"]}})
-# members of this group may log in to the test-admin OAuth client (see hubbrowser.py)
+c.JupyterHub.log_level = "WARN"
+c.Authenticator.manage_groups = False
+"""
+# members of this group may log in to the test-admin OAuth client (see hubbrowser.py); not
+# with an authenticator that manages groups (OIDC), where the hub refuses load_groups
+OAUTH_GROUP_OVERRIDE = """
 c.JupyterHub.load_groups = {{"{oauth_group}": {{"users": []}}}}
 c.JupyterHub.load_roles.append({{"name": "test-oauth", "scopes": ["access:services!service={name}"],
     "groups": ["{oauth_group}"]}})
-c.JupyterHub.log_level = "WARN"
-c.Authenticator.manage_groups = False
 """
 
 
@@ -105,15 +108,10 @@ class HubStack:
             prepare_data_dir(self.root, out=devnull)
         if self.api_config:
             (self.root / "animus_api_config.py").write_text(self.api_config)
-        (self.root / "jupyterhub_config.py").write_text(
-            OVERRIDE.format(
-                name=TEST_ADMIN_SERVICE,
-                token=self.admin_token,
-                redirect=TEST_OAUTH_REDIRECT,
-                oauth_group=TEST_OAUTH_GROUP,
-            )
-            + self.hub_config
-        )
+        override = OVERRIDE.format(name=TEST_ADMIN_SERVICE, token=self.admin_token, redirect=TEST_OAUTH_REDIRECT)
+        if not self.settings.oidc_issuer:
+            override += OAUTH_GROUP_OVERRIDE.format(name=TEST_ADMIN_SERVICE, oauth_group=TEST_OAUTH_GROUP)
+        (self.root / "jupyterhub_config.py").write_text(override + self.hub_config)
         config = Path(sys.modules["animus_hub.embedded"].__file__).with_name("embedded_config.py")
         env = {**os.environ, **self.settings.to_environ()}
         self._log = open(self.log_path, "ab")
