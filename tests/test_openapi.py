@@ -53,6 +53,7 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "createServiceAccount": schemas.ServiceAccountCreate,
     "updateServiceAccount": schemas.ServiceAccountUpdate,
     "createServiceAccountToken": schemas.ServiceAccountTokenCreate,
+    "forceUserLogout": schemas.ForcedLogout,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

@@ -319,6 +319,25 @@ EXPECTED.update(
     }
 )
 
+# --- sessions and forced logout ------------------------------------------------------
+
+
+def _hub_user(ctx: Any, values: dict) -> dict:
+    name = ctx.unique("person")
+    assert ctx.stack.hub("POST", f"/users/{name}").status_code == 201
+    return {"name": name}
+
+
+EXPECTED.update(
+    {
+        "/users/{name}/sessions": {"GET": Case(platform(200, ADMIN), setup=_hub_user)},
+        "/users/{name}/logout": {
+            "POST": Case(platform(200, ADMIN), setup=_hub_user, body=lambda ctx: {"reason": "rbac matrix"})
+        },
+    }
+)
+
+
 def served_routes() -> list[tuple[str, type[APIHandler]]]:
     """The routes the application serves, as templates relative to the API prefix."""
     app = AnimusAPI()

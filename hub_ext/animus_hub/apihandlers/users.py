@@ -37,7 +37,7 @@ class UserLogoutAPIHandler(APIHandler):
 
     async def post(self, name: str) -> None:
         name = checked_name(name)
-        data = self.json_body(ForcedLogout) if self.request.body else ForcedLogout()
+        data = self.json_body(ForcedLogout)
         stop = data.stop_servers if data.stop_servers is not None else self.settings["forced_logout_stops_servers"]
         hub = await self.settings["hub_api"].force_logout(name, stop)
         ended = svc.end_user_sessions(self.db, name, "forced_logout")
