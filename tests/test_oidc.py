@@ -7,6 +7,7 @@ proxy that can break the id_token's signature or swap it for another valid token
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +21,10 @@ from animus_hub.auth.oidc import OIDCDiscoveryError, fetch_discovery
 
 @pytest.fixture(scope="module")
 def oidc(tmp_path_factory) -> Iterator[OIDCStack]:
-    env = OIDCStack(tmp_path_factory.mktemp("oidc"), hub_config="c.Authenticator.auth_refresh_age = 1\n")
+    env = OIDCStack(
+        tmp_path_factory.mktemp("oidc"),
+        hub_config="c.Authenticator.auth_refresh_age = 1\nc.AnimusOIDCAuthenticator.identity_refresh_age = 2\n",
+    )
     env.start()
     yield env
     env.stop()
@@ -88,6 +92,21 @@ def test_idp_groups_map_to_project_roles_and_a_lost_group_loses_the_role_at_next
     assert hub_groups(stack, "fiona") == ["staff"]
     r = stack.api("GET", "/projects/fraud", token_for(stack, "fiona"))
     assert r.status_code == 404 and r.json()["reason"] == "project_not_found"
+
+
+def test_a_lost_group_is_also_noticed_at_the_next_identity_refresh_without_a_new_login(oidc):
+    stack = oidc.stack
+    admin = stack.user_token("platform-admin", admin=True)
+    assert stack.api("POST", "/projects", admin, json={"slug": "fraud"}).status_code in (201, 409)
+    oidc.provider.set_user("kim", ["ml-fraud-admins"])
+    http = hub_login(oidc, "kim")
+    assert hub_groups(stack, "kim") == ["ml-fraud-admins"]
+    oidc.provider.set_user("kim", [])
+    time.sleep(2.5)  # past identity_refresh_age: the next request re-reads userinfo with the stored access token
+    assert http.get(stack.url + "/hub/api/user", timeout=30).status_code == 200
+    assert hub_groups(stack, "kim") == []
+    r = stack.api("GET", "/projects/fraud", token_for(stack, "kim"))
+    assert r.status_code == 404
 
 
 def test_the_login_uses_pkce_a_nonce_and_a_verified_id_token(oidc):
