@@ -324,3 +324,34 @@ def test_forced_logout_keeps_or_stops_running_workspaces(stack, unique):
     while stack.hub("GET", f"/users/{name}").json().get("servers"):
         assert time.monotonic() < deadline, "the workspace was not stopped"
         time.sleep(0.5)
+
+
+def test_an_admin_logs_a_person_out_from_the_cli(stack, unique, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    name = person(stack, unique)
+    browser = logged_in(stack, name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANIMUS_", "JUPYTERHUB_"))}
+    env.update(
+        ANIMUS_CONFIG_DIR=str(tmp_path / "config"),
+        ANIMUS_API_URL=stack.api_url,
+        JUPYTERHUB_API_TOKEN=stack.user_token(unique("admin"), admin=True),
+    )
+
+    def animus(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "animus.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    listed = json.loads(animus("users", "sessions", name, "--json").stdout)
+    assert len(listed) == 1 and listed[0]["active"]
+    r = animus("users", "logout", name, "--keep-servers", "--reason", "offboarding")
+    assert r.returncode == 0 and f"{name} logged out: 1 session(s) ended" in r.stdout, r.stderr
+    assert browser.whoami_status() == 403
+    r = animus("users", "sessions", name, "--ended")
+    assert "forced_logout" in r.stdout
+    r = animus("users", "logout", "no-such-person-here")
+    assert r.returncode == 1 and "user_not_found" in r.stderr
