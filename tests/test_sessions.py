@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 import sqlalchemy as sa
 from hubbrowser import HubBrowser, token_status
 from stack import STACK_API_CONFIG, TEST_OAUTH_GROUP, HubStack
@@ -151,6 +152,15 @@ def test_a_wrong_password_is_refused_and_audited_without_a_session(evicting_stac
     assert r.status_code == 403
     assert "jupyterhub-hub-login" not in b.http.cookies
     assert sessions_of(evicting_stack, name) == []
+    engine = sa.create_engine(evicting_stack.db_url)
+    try:
+        with engine.connect() as c:
+            details = c.execute(
+                sa.text("SELECT details FROM audit_event WHERE action = 'session.login' AND outcome = 'denied'")
+            ).all()
+    finally:
+        engine.dispose()
+    assert any(name in str(d[0]) for d in details), "the failed login is audited with the name tried"
 
 
 def test_logout_ends_the_session_and_revokes_its_tokens(evicting_stack, unique):
@@ -294,6 +304,21 @@ def test_forced_logout_is_for_platform_admins_and_checks_its_input(stack, unique
     assert r.status_code == 404 and r.json()["reason"] == "user_not_found"
     assert stack.api("POST", "/users/%20bad/logout", admin, json={}).status_code == 400
     assert [s["end_reason"] for s in sessions_of(stack, name)] == [""], "refused requests change nothing"
+
+
+def test_the_hub_side_of_forced_logout_answers_only_the_animus_service(stack, unique):
+    # not an ordinary user, and not even a hub admin: only tokens with custom:animus:sessions:revoke
+    name = person(stack, unique)
+    browser = logged_in(stack, name)
+    for token in (stack.user_token(unique("u")), stack.admin_token):
+        r = requests.post(
+            f"{stack.url}/hub/api/animus/users/{name}/logout",
+            json={"stop_servers": True},
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+        assert r.status_code == 403, r.text
+    assert browser.whoami_status() == 200
 
 
 def _server_running(stack: HubStack, name: str) -> bool:
