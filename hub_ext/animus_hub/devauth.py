@@ -50,3 +50,8 @@ class UsersFileAuthenticator(Authenticator):
 
 class FileAuthenticator(SessionControlMixin, UsersFileAuthenticator):
     """The embedded profile's authenticator: users.json, with Animus session control."""
+
+    @default("identity_refresh_age")
+    def _identity_refresh_age_default(self) -> int:
+        # reading a local file is cheap: groups follow users.json at every session check
+        return 0

@@ -146,6 +146,10 @@ class SessionControl(LoggingConfigurable):
             revoked = self.revoke_hub_tokens(self._hub_db_getter(), ids)
             self.log.info("Session sweep: %d session(s) expired, %d hub token(s) revoked", len(ids), revoked)
             return len(ids)
+        except (OperationalError, ProgrammingError) as e:
+            # at start the hub runs before animus-api has created or migrated the schema
+            self.log.debug("Session sweep skipped, the Animus database is not ready: %s", e)
+            return 0
         except Exception:
             self.log.exception("Session sweep failed")
             return 0
