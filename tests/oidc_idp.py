@@ -272,7 +272,12 @@ class OIDCStack:
     def start(self) -> OIDCStack:
         self.provider.start()
         self.tamper.start()
-        self.stack.start()
+        try:
+            self.stack.start()
+        except BaseException:
+            self.tamper.stop()
+            self.provider.stop()
+            raise
         return self
 
     def stop(self) -> None:
