@@ -8,27 +8,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
+from pgdb import create_pg_database, drop_pg_database
 from seaweed import seaweedfs  # noqa: F401  (a session fixture)
 from stack import STACK_API_CONFIG, HubStack
 
-PG_ADMIN_DSN = os.environ.get("ANIMUS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
 
-
-
-def create_pg_database() -> tuple[str, str]:
-    name = f"animus_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return name, f"{base}/{name}"
-
-
-def drop_pg_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -23,6 +23,10 @@ from animus_hub.embedded import prepare_data_dir, stop_leftovers, wait_until_up
 from animus_hub.hubconfig import API_PATH, EmbeddedSettings, find_proxy_command
 
 TEST_ADMIN_SERVICE = "test-admin"
+# the test-admin service is also an OAuth client of the hub, as workspaces are: tests get
+# OAuth tokens bound to a browser session through it (nothing listens at the redirect URI)
+TEST_OAUTH_REDIRECT = "http://127.0.0.1:9/oauth_callback"
+TEST_OAUTH_GROUP = "test-oauth-clients"
 
 # rules the stack's animus-api is configured with (tests rely on them)
 STACK_API_CONFIG = """
@@ -34,10 +38,18 @@ c.AnimusAPI.role_mapping_rules = [
 """
 
 OVERRIDE = """
-c.JupyterHub.services.append({{"name": "{name}", "api_token": "{token}"}})
+c.JupyterHub.services.append({{"name": "{name}", "api_token": "{token}",
+    "oauth_redirect_uri": "{redirect}", "oauth_no_confirm": True}})
 c.JupyterHub.load_roles.append({{"name": "admin", "services": ["{name}"]}})
 c.JupyterHub.log_level = "WARN"
 c.Authenticator.manage_groups = False
+"""
+# members of this group may log in to the test-admin OAuth client (see hubbrowser.py); not
+# with an authenticator that manages groups (OIDC), where the hub refuses load_groups
+OAUTH_GROUP_OVERRIDE = """
+c.JupyterHub.load_groups = {{"{oauth_group}": {{"users": []}}}}
+c.JupyterHub.load_roles.append({{"name": "test-oauth", "scopes": ["access:services!service={name}"],
+    "groups": ["{oauth_group}"]}})
 """
 
 
@@ -55,11 +67,16 @@ class HubStack:
         log_path: Path | None = None,
         api_config: str = "",
         env: dict[str, str] | None = None,
+        hub_config: str = "",
+        **settings: Any,
     ):
+        """`env` is extra environment of the hub (e.g. ANIMUS_SOURCE_* credentials passed on to
+        animus-api); `hub_config` is appended to the hub's override file; `settings` are
+        EmbeddedSettings fields."""
         self.root = Path(root)
         self.api_config = api_config
-        # extra environment of the hub (e.g. ANIMUS_SOURCE_* credentials passed on to animus-api)
         self.env = dict(env or {})
+        self.hub_config = hub_config
         self.settings = EmbeddedSettings(
             data_dir=str(self.root),
             port=free_port(),
@@ -69,6 +86,7 @@ class HubStack:
             objects_port=free_port(),
             db_url=db_url,
             proxy_cmd=find_proxy_command(),
+            **settings,
         )
         self.admin_token = secrets.token_hex(24)
         self.log_path = log_path or self.root / "stack.log"
@@ -94,9 +112,10 @@ class HubStack:
             prepare_data_dir(self.root, out=devnull)
         if self.api_config:
             (self.root / "animus_api_config.py").write_text(self.api_config)
-        (self.root / "jupyterhub_config.py").write_text(
-            OVERRIDE.format(name=TEST_ADMIN_SERVICE, token=self.admin_token)
-        )
+        override = OVERRIDE.format(name=TEST_ADMIN_SERVICE, token=self.admin_token, redirect=TEST_OAUTH_REDIRECT)
+        if not self.settings.oidc_issuer:
+            override += OAUTH_GROUP_OVERRIDE.format(name=TEST_ADMIN_SERVICE, oauth_group=TEST_OAUTH_GROUP)
+        (self.root / "jupyterhub_config.py").write_text(override + self.hub_config)
         config = Path(sys.modules["animus_hub.embedded"].__file__).with_name("embedded_config.py")
         env = {**os.environ, **self.env, **self.settings.to_environ()}
         self._log = open(self.log_path, "ab")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import create_pg_database, drop_pg_database
+from pgdb import create_pg_database, drop_pg_database
 from seaweed import LAKE_BUCKETS
 from sqlalchemy import select, text
 from stack import STACK_API_CONFIG, HubStack

@@ -43,3 +43,46 @@ def test_workspace_tokens_may_call_animus_and_nothing_more(tmp_path):
     assert set(services) == {"animus", "animus-objects"}
     # the object gateway gets no hub token scopes: URL signatures are its only access control
     assert not any("animus-objects" in str(r.get("services", [])) for r in c.JupyterHub.load_roles)
+
+
+def test_the_default_profile_logs_in_from_the_users_file_with_session_control(tmp_path):
+    c = configured(tmp_path)
+    assert c.JupyterHub.authenticator_class == "animus_hub.devauth.FileAuthenticator"
+    assert c.SessionControl.db_url == f"sqlite:///{tmp_path / 'animus.sqlite'}"
+    assert c.JupyterHub.tornado_settings["cookie_options"]["samesite"] == "Lax"
+    assert "custom:animus:sessions:revoke" in c.JupyterHub.custom_scopes
+    # only the animus service may force a logout through the hub
+    holders = [r for r in c.JupyterHub.load_roles if "custom:animus:sessions:revoke" in r.get("scopes", [])]
+    assert holders == [{"name": "animus-sessions", "scopes": ["custom:animus:sessions:revoke"], "services": ["animus"]}]
+    assert env_of(c, name="", api_token="t")["JUPYTERHUB_COOKIE_OPTIONS"] == '{"samesite": "Lax"}'
+
+
+def test_an_oidc_issuer_selects_single_sign_on_with_an_encrypted_auth_state(tmp_path):
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret\n")
+    c = Config()
+    configure_embedded(
+        c,
+        EmbeddedSettings(
+            data_dir=str(tmp_path),
+            port=8123,
+            proxy_cmd="/bin/true",
+            oidc_issuer="https://idp.example.test/realms/ml",
+            oidc_client_id="animus",
+            oidc_client_secret_file=str(secret),
+        ),
+    )
+    assert c.JupyterHub.authenticator_class == "animus_hub.auth.oidc.AnimusOIDCAuthenticator"
+    a = c.AnimusOIDCAuthenticator
+    assert (a.issuer, a.client_id, a.client_secret) == ("https://idp.example.test/realms/ml", "animus", "s3cret")
+    assert a.oauth_callback_url == "http://127.0.0.1:8123/hub/oauth_callback"
+    key_file = tmp_path / "secrets" / "jupyterhub_crypt_key"
+    assert c.CryptKeeper["keys"] == [bytes.fromhex(key_file.read_text())] and len(c.CryptKeeper["keys"][0]) == 32
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    # the key is made once: a restart decrypts what the last run stored
+    again = Config()
+    configure_embedded(
+        again,
+        EmbeddedSettings(data_dir=str(tmp_path), oidc_issuer="https://x", oidc_client_id="a", proxy_cmd="/bin/true"),
+    )
+    assert again.CryptKeeper["keys"] == c.CryptKeeper["keys"]

@@ -56,6 +56,7 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "createServiceAccountToken": schemas.ServiceAccountTokenCreate,
     "createWebhook": schemas.WebhookCreate,
     "updateWebhook": schemas.WebhookUpdate,
+    "forceUserLogout": schemas.ForcedLogout,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

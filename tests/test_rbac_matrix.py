@@ -355,6 +355,15 @@ def _new_delivery(ctx: Any, values: dict) -> dict:
     return {**hook, "delivery_id": str(r.json()["id"])}
 
 
+# --- sessions and forced logout ------------------------------------------------------
+
+
+def _hub_user(ctx: Any, values: dict) -> dict:
+    name = ctx.unique("person")
+    assert ctx.stack.hub("POST", f"/users/{name}").status_code == 201
+    return {"name": name}
+
+
 EXPECTED.update(
     {
         "/event-types": {"GET": Case(platform(200, EVERYONE))},
@@ -377,6 +386,10 @@ EXPECTED.update(
         # the ping is still being retried: callers who may redeliver get the 409 that says so
         "/projects/{project}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": {
             "POST": Case(only(409, MAINTAINER_UP), setup=_new_delivery),
+        },
+        "/users/{name}/sessions": {"GET": Case(platform(200, ADMIN), setup=_hub_user)},
+        "/users/{name}/logout": {
+            "POST": Case(platform(200, ADMIN), setup=_hub_user, body=lambda ctx: {"reason": "rbac matrix"})
         },
     }
 )

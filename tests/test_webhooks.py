@@ -13,7 +13,7 @@ import time
 import jsonschema
 import pytest
 import requests
-from conftest import create_pg_database, drop_pg_database
+from pgdb import create_pg_database, drop_pg_database
 from sqlalchemy import select
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session

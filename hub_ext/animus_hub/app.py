@@ -29,6 +29,7 @@ from ._version import __version__
 from .apihandlers import default_handlers
 from .apihandlers.base import NotFoundHandler
 from .apihandlers.meta import ServiceRootHandler
+from .auth.hubapi import HubAPI
 from .auth.identity import Identifier
 from .auth.rbac import PROJECT_PLACEHOLDER, Authorizer, RuleSpec, validate_group_pattern
 from .errors import AnimusError
@@ -147,6 +148,12 @@ class AnimusAPI(Application):
         help="Longest lifetime, in seconds, of a service-account token (expires_in above it answers 422).",
     ).tag(config=True)
 
+    forced_logout_stops_servers = Bool(
+        True,
+        help="Whether a forced logout (POST /users/{name}/logout) stops the person's running workspaces "
+        "when the request does not say; kept workspaces keep running with their own server tokens.",
+    ).tag(config=True)
+
     max_request_body = Integer(1024 * 1024, help="Largest accepted request body, in bytes (413 above).").tag(
         config=True
     )
@@ -194,6 +201,7 @@ class AnimusAPI(Application):
     def init_auth(self) -> None:
         self.hub_auth = HubAuth(cache_max_age=self.auth_cache_max_age)
         self.identifier = Identifier(self.hub_auth, set(self.admin_users), set(self.admin_groups))
+        self.hub_api = HubAPI(self.hub_auth.api_url, self.hub_auth.api_token or "")
         self.config_rules = [
             RuleSpec(r["group"], Role[r["role"]], r.get("project"), source="config") for r in self.role_mapping_rules
         ]
@@ -229,6 +237,8 @@ class AnimusAPI(Application):
             "readonly_session_factory": self.readonly_session_factory,
             "authorizer": self.authorizer,
             "identifier": self.identifier,
+            "hub_api": self.hub_api,
+            "forced_logout_stops_servers": self.forced_logout_stops_servers,
             "max_request_body": self.max_request_body,
             "api_url_path": self.base_url + API_PREFIX,
             "object_store": self.object_store,

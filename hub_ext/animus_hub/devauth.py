@@ -2,6 +2,8 @@
 
 Groups are managed by the authenticator (``manage_groups``), so a change to a
 user's groups in the file takes effect at that user's next login, as with an IdP.
+Sessions (TTL, concurrent-session limit, forced logout) are controlled as with OIDC:
+see ``auth.hubsessions``.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 from jupyterhub.auth import Authenticator
 from traitlets import Unicode, default
 
+from .auth.hubsessions import SessionControlMixin
 from .userfile import UserFile
 
 
-class FileAuthenticator(Authenticator):
+class UsersFileAuthenticator(Authenticator):
+    """Checks passwords and reads groups from users.json (no session control: see FileAuthenticator)."""
+
     users_file = Unicode(help="Path of users.json (users, groups and scrypt password hashes).").tag(config=True)
 
     @default("manage_groups")
@@ -41,3 +46,12 @@ class FileAuthenticator(Authenticator):
         if entry is None:
             return False
         return {"name": user.name, "groups": list(entry.get("groups", [])), "admin": bool(entry.get("admin"))}
+
+
+class FileAuthenticator(SessionControlMixin, UsersFileAuthenticator):
+    """The embedded profile's authenticator: users.json, with Animus session control."""
+
+    @default("identity_refresh_age")
+    def _identity_refresh_age_default(self) -> int:
+        # reading a local file is cheap: groups follow users.json at every session check
+        return 0

@@ -46,8 +46,9 @@ c.AnimusAPI.external_sources = {
 '''
 
 
-def prepare_data_dir(data_dir: Path, out=sys.stdout) -> None:
-    """Create the directory layout, and on first start an admin with a random password."""
+def prepare_data_dir(data_dir: Path, out=sys.stdout, create_admin: bool = True) -> None:
+    """Create the directory layout, and on first start an admin with a random password
+    (not with single sign-on, where the identity provider says who is an admin)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     (data_dir / "secrets").mkdir(exist_ok=True, mode=0o700)
@@ -55,7 +56,7 @@ def prepare_data_dir(data_dir: Path, out=sys.stdout) -> None:
     if not api_config.exists():
         api_config.write_text(API_CONFIG_TEMPLATE)
     users = UserFile(data_dir / "users.json")
-    if not users.load():
+    if create_admin and not users.load():
         password = generate_password()
         users.set_user(ADMIN_USER, password=password, groups=[], admin=True)
         print(
@@ -121,7 +122,14 @@ def run(settings: EmbeddedSettings, out=sys.stdout) -> int:
     """Start the stack and block until Ctrl-C / SIGTERM; return the exit code."""
     data_dir = Path(settings.data_dir).resolve()
     settings = replace(settings, data_dir=str(data_dir), proxy_cmd=settings.proxy_cmd or find_proxy_command())
-    prepare_data_dir(data_dir, out)
+    prepare_data_dir(data_dir, out, create_admin=not settings.oidc_issuer)
+    if settings.oidc_issuer:
+        print(
+            f"\n  Logins go through {settings.oidc_issuer} (single sign-on). Make platform admins with\n"
+            f"  c.AnimusOIDCAuthenticator.admin_groups = {{...}} in {data_dir / 'jupyterhub_config.py'}.\n",
+            file=out,
+            flush=True,
+        )
     stop_leftovers(data_dir)  # a previous run killed with SIGKILL may have left its proxy
     env = {**os.environ, **settings.to_environ()}
     config = Path(__file__).with_name("embedded_config.py")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Mapping
@@ -34,6 +35,11 @@ class EmbeddedSettings:
     objects_port: int = 8092
     db_url: str = ""
     proxy_cmd: str = ""
+    # single sign-on: OIDC when an issuer is given, else the users.json authenticator
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: str = ""
+    oidc_groups_claim: str = "groups"
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> EmbeddedSettings:
@@ -48,6 +54,10 @@ class EmbeddedSettings:
             objects_port=int(env.get("ANIMUS_OBJECTS_PORT", 8092)),
             db_url=env.get("ANIMUS_DB_URL", ""),
             proxy_cmd=env.get("ANIMUS_PROXY_CMD", ""),
+            oidc_issuer=env.get("ANIMUS_OIDC_ISSUER", ""),
+            oidc_client_id=env.get("ANIMUS_OIDC_CLIENT_ID", ""),
+            oidc_client_secret_file=env.get("ANIMUS_OIDC_CLIENT_SECRET_FILE", ""),
+            oidc_groups_claim=env.get("ANIMUS_OIDC_GROUPS_CLAIM", "groups"),
         )
 
     def to_environ(self) -> dict[str, str]:
@@ -61,6 +71,10 @@ class EmbeddedSettings:
             "ANIMUS_OBJECTS_PORT": str(self.objects_port),
             "ANIMUS_DB_URL": self.animus_db_url,
             "ANIMUS_PROXY_CMD": self.proxy_cmd,
+            "ANIMUS_OIDC_ISSUER": self.oidc_issuer,
+            "ANIMUS_OIDC_CLIENT_ID": self.oidc_client_id,
+            "ANIMUS_OIDC_CLIENT_SECRET_FILE": self.oidc_client_secret_file,
+            "ANIMUS_OIDC_GROUPS_CLAIM": self.oidc_groups_claim,
         }
 
     @property
@@ -133,11 +147,68 @@ def objects_service(port: int, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
+# the hub-side forced logout (auth.hubsessions) answers only tokens with this scope
+SESSIONS_REVOKE_SCOPE = "custom:animus:sessions:revoke"
+CUSTOM_SCOPES = {
+    SESSIONS_REVOKE_SCOPE: {
+        "description": "End every session of a user: rotate the login cookie, delete the user's tokens, "
+        "stop or keep the user's servers (animus-api's forced logout)."
+    }
+}
+
+
 def animus_roles() -> list[dict[str, Any]]:
     return [
         # every user may call the animus service with their own tokens
         {"name": "user", "scopes": ["self", f"access:services!service={SERVICE_NAME}"]},
+        # animus-api may force a user's logout (and nothing else on the hub)
+        {"name": "animus-sessions", "scopes": [SESSIONS_REVOKE_SCOPE], "services": [SERVICE_NAME]},
     ]
+
+
+WORKSPACE_AUTH_CACHE_SECONDS = 30
+
+# every cookie of the hub and of workspaces: HttpOnly (JupyterHub's default), Secure when
+# served over TLS (JupyterHub's default, from the request or public_url) and SameSite=Lax
+# (Lax, not Strict: the identity provider's redirect back to the hub must carry the state cookie)
+COOKIE_OPTIONS = {"samesite": "Lax"}
+
+
+def configure_sessions(c: Any, animus_db_url: str) -> None:
+    """Session control (auth.hubsessions) keeps its records in the Animus database."""
+    c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES}
+    c.SessionControl.db_url = animus_db_url
+    c.JupyterHub.tornado_settings = {"cookie_options": dict(COOKIE_OPTIONS)}
+
+
+def configure_oidc(c: Any, s: EmbeddedSettings) -> None:
+    """Single sign-on through an OpenID Connect provider (auth.oidc.AnimusOIDCAuthenticator)."""
+    if not s.oidc_client_id:
+        raise ValueError("OIDC needs a client id (animus up --oidc-client-id)")
+    secret = ""
+    if s.oidc_client_secret_file:
+        secret = Path(s.oidc_client_secret_file).read_text().strip()
+    c.JupyterHub.authenticator_class = "animus_hub.auth.oidc.AnimusOIDCAuthenticator"
+    c.AnimusOIDCAuthenticator.issuer = s.oidc_issuer
+    c.AnimusOIDCAuthenticator.client_id = s.oidc_client_id
+    c.AnimusOIDCAuthenticator.client_secret = secret
+    c.AnimusOIDCAuthenticator.oauth_callback_url = s.public_url + "/hub/oauth_callback"
+    c.AnimusOIDCAuthenticator.groups_claim = s.oidc_groups_claim
+    # anyone the provider authenticates may log in; restrict with allowed_groups in jupyterhub_config.py
+    c.AnimusOIDCAuthenticator.allow_all = True
+    # auth_state (the provider's tokens, used to refresh groups) is encrypted with this key
+    c.CryptKeeper.keys = [crypt_key(Path(s.data_dir))]
+
+
+def crypt_key(data_dir: Path) -> bytes:
+    """The key encrypting JupyterHub's auth_state, made once per data directory (0600)."""
+    path = data_dir / "secrets" / "jupyterhub_crypt_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
 
 
 # what $JUPYTERHUB_API_TOKEN in a workspace may do: run the server, and call Animus as its user
@@ -167,8 +238,12 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
     c.ConfigurableHTTPProxy.command = [s.proxy_cmd or find_proxy_command()]
     c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
 
-    c.JupyterHub.authenticator_class = "animus_hub.devauth.FileAuthenticator"
-    c.FileAuthenticator.users_file = str(data / "users.json")
+    if s.oidc_issuer:
+        configure_oidc(c, s)
+    else:
+        c.JupyterHub.authenticator_class = "animus_hub.devauth.FileAuthenticator"
+        c.FileAuthenticator.users_file = str(data / "users.json")
+    configure_sessions(c, s.animus_db_url)
 
     objects_env = objects_environment(s)
     # the keys that encrypt webhook signing secrets (created on first use, 0600)
@@ -192,6 +267,9 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
         # resets PATH and would hide the animus CLI from terminals
         "--ServerApp.terminado_settings=" + json.dumps({"shell_command": [shell, "-i"]}),
     ]
+    # a workspace re-checks a login cookie's token with the hub this often: a forced logout
+    # that keeps the workspace running locks the person out of it within this time
+    c.Spawner.args.append(f"--HubOAuth.cache_max_age={WORKSPACE_AUTH_CACHE_SECONDS}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         c.Spawner.args.append("--allow-root")
     api_url = s.public_url + API_PATH
@@ -200,6 +278,8 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
     mlflow_url = s.public_url + SERVICE_PREFIX + "mlflow"
     c.Spawner.environment = {
         "ANIMUS_API_URL": api_url,
+        # the workspace's own login cookie gets the hub's cookie options
+        "JUPYTERHUB_COOKIE_OPTIONS": json.dumps(COOKIE_OPTIONS),
         # a server named after a project is that project's workspace
         "ANIMUS_PROJECT": lambda spawner: spawner.name or "",
         "MLFLOW_TRACKING_URI": lambda spawner: f"{mlflow_url}/projects/{spawner.name}" if spawner.name else mlflow_url,

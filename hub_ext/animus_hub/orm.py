@@ -284,6 +284,32 @@ class Token(Base):
     project: Mapped[Project] = relationship()
 
 
+class UserSession(Base):
+    """One login of a person: a browser session of JupyterHub, kept in the Animus database.
+
+    ``hub_session_id`` is the value of JupyterHub's ``jupyterhub-session-id`` cookie
+    (not a credential on its own: the hub's login cookie is); the OAuth tokens the hub
+    issues during the session carry it, so ending a session revokes them. A session is
+    active while ``ended_at`` is empty and ``expires_at`` (login + TTL) is in the future.
+    """
+
+    __tablename__ = "user_session"
+    __table_args__ = (Index("ix_user_session_user_active", "user_name", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub_session_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_name: Mapped[str] = mapped_column(String(255))
+    authenticator: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # logout, expired, evicted, replaced, forced_logout
+    end_reason: Mapped[str] = mapped_column(String(32), default="")
+
+
 # --- the rest of the domain: minimal now, grown by their own issues ------------------
 
 

@@ -254,3 +254,11 @@ class WebhookUpdate(Strict):
         if self.url is None and self.event_types is None and self.description is None and self.enabled is None:
             raise ValueError("give at least one of url, event_types, description, enabled")
         return self
+
+
+class ForcedLogout(Strict):
+    stop_servers: bool | None = Field(
+        default=None,
+        description="Stop the person's running workspaces (default: AnimusAPI.forced_logout_stops_servers)",
+    )
+    reason: str = Field(default="", max_length=500, description="Why; recorded in the audit trail")

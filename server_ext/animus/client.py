@@ -267,6 +267,18 @@ class Client:
     def remove_role_mapping(self, rule_id: int) -> None:
         self.request("DELETE", f"/role-mappings/{rule_id}")
 
+    # --- people's sessions (platform admins) ---------------------------------------------
+
+    def list_user_sessions(self, user: str, ended: bool = False) -> list[dict]:
+        return list(self.paginate(f"/users/{_seg(user)}/sessions", {"ended": "true" if ended else None}))
+
+    def force_logout(self, user: str, stop_servers: bool | None = None, reason: str = "") -> dict:
+        """End every session, cookie and token of `user` (platform admins)."""
+        body: dict[str, Any] = {"reason": reason}
+        if stop_servers is not None:
+            body["stop_servers"] = stop_servers
+        return self.request("POST", f"/users/{_seg(user)}/logout", json_body=body)
+
     # --- service accounts -----------------------------------------------------------------
 
     def list_service_accounts(self, project: str, disabled: bool = False) -> list[dict]:

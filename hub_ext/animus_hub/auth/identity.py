@@ -64,6 +64,18 @@ class Identifier:
             )
         return self.principal_for_model(model)
 
+    def forget(self, user: str) -> int:
+        """Drop this process's cached identities of `user` (after a forced logout); how many were dropped."""
+        cache = self.hub_auth.cache
+        values = getattr(cache, "values", None)
+        if not isinstance(values, dict):
+            return 0
+        keys = [k for k, v in values.items() if isinstance(v, dict) and v.get("name") == user]
+        for k in keys:
+            values.pop(k, None)
+            getattr(cache, "timestamps", {}).pop(k, None)
+        return len(keys)
+
     def principal_for_model(self, model: dict) -> Principal:
         kind = model.get("kind", "user")
         name = model["name"]

@@ -84,6 +84,8 @@ PLATFORM_ACTIONS: dict[str, str] = {
     "role_mappings:read": "admin",
     "role_mappings:write": "admin",
     "event_types:read": "authenticated",
+    "user_sessions:read": "admin",
+    "users:logout": "admin",
 }
 
 ALL_ACTIONS = frozenset(PROJECT_ACTIONS) | frozenset(PLATFORM_ACTIONS)

@@ -120,6 +120,29 @@ def main() -> None:
     default="",
     help="Animus database URL (default: animus.sqlite in the data directory), e.g. postgresql+psycopg://user@host/animus.",
 )
+@click.option(
+    "--oidc-issuer",
+    envvar="ANIMUS_OIDC_ISSUER",
+    default="",
+    help="Log in through this OpenID Connect provider (its issuer URL) instead of the users file.",
+)
+@click.option(
+    "--oidc-client-id", envvar="ANIMUS_OIDC_CLIENT_ID", default="", help="The client id registered at the provider."
+)
+@click.option(
+    "--oidc-client-secret-file",
+    envvar="ANIMUS_OIDC_CLIENT_SECRET_FILE",
+    default="",
+    type=click.Path(dir_okay=False),
+    help="A file holding the client secret (kept out of the command line and the environment).",
+)
+@click.option(
+    "--oidc-groups-claim",
+    envvar="ANIMUS_OIDC_GROUPS_CLAIM",
+    default="groups",
+    show_default=True,
+    help="The claim listing a person's groups (mapped to project roles).",
+)
 def up(
     data_dir: str | None,
     ip: str,
@@ -129,11 +152,21 @@ def up(
     api_port: int,
     objects_port: int,
     db_url: str,
+    oidc_issuer: str,
+    oidc_client_id: str,
+    oidc_client_secret_file: str,
+    oidc_groups_claim: str,
 ) -> None:
     """Start Animus on this machine: JupyterHub, the proxy, animus-api and local workspaces.
 
     Everything lives in one data directory and survives restarts. The first start
     creates the platform admin and prints its password once. Stop with Ctrl-C.
+
+    \b
+    Single sign-on instead of the users file (register the redirect URI
+    http://HOST:PORT/hub/oauth_callback at your provider):
+      animus up --oidc-issuer https://idp.example.com/realms/ml \\
+                --oidc-client-id animus --oidc-client-secret-file ./client-secret
     """
     from animus_hub.cli import DEFAULT_DATA_DIR
     from animus_hub.embedded import run
@@ -148,7 +181,13 @@ def up(
         api_port=api_port,
         objects_port=objects_port,
         db_url=db_url,
+        oidc_issuer=oidc_issuer,
+        oidc_client_id=oidc_client_id,
+        oidc_client_secret_file=str(Path(oidc_client_secret_file).resolve()) if oidc_client_secret_file else "",
+        oidc_groups_claim=oidc_groups_claim,
     )
+    if oidc_issuer and not oidc_client_id:
+        raise click.UsageError("--oidc-issuer needs --oidc-client-id (and usually --oidc-client-secret-file)")
     try:
         sys.exit(run(settings))
     except FileNotFoundError as e:
@@ -542,6 +581,7 @@ def audit_verify(path: str | None) -> None:
 
 from . import datasets as _datasets  # noqa: E402, F401 (registers `animus datasets`; it imports helpers from here)
 from . import service_accounts as _service_accounts  # noqa: E402, F401 (registers `animus service-accounts`)
+from . import users as _users  # noqa: E402, F401 (registers `animus users`)
 
 if __name__ == "__main__":
     # run as `python -m animus.cli.main`: use the module as imported, where every
