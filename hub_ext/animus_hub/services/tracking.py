@@ -534,21 +534,36 @@ def log_inputs(session: Session, run: Run, datasets: Sequence[dict[str, Any]]) -
 
 
 def run_data(session: Session, runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
-    """Params, tags, latest metrics and inputs of many runs in four queries."""
+    """Params, tags, latest metrics and inputs of many runs in four queries (per 500 runs)."""
     ids = [r.id for r in runs]
     data: dict[str, dict[str, Any]] = {i: {"params": {}, "tags": {}, "metrics": {}, "inputs": []} for i in ids}
     if not ids:
         return data
-    for p in session.scalars(select(RunParam).where(RunParam.run_id.in_(ids))):
-        data[p.run_id]["params"][p.key] = p.value
-    for t in session.scalars(select(RunTag).where(RunTag.run_id.in_(ids))):
-        data[t.run_id]["tags"][t.key] = t.value
-    for m in session.scalars(select(LatestMetric).where(LatestMetric.run_id.in_(ids))):
-        data[m.run_id]["metrics"][m.key] = {"value": json_float(m.value, m.is_nan), "step": m.step, "timestamp": m.timestamp}
-    for i in session.scalars(select(RunInput).where(RunInput.run_id.in_(ids))):
-        data[i.run_id]["inputs"].append(
-            {"name": i.name, "digest": i.digest, "source_type": i.source_type, "source": i.source, "context": i.context}
-        )
+    # plain rows, not ORM objects: a search page loads hundreds of them (Core does not
+    # autoflush: changes of this transaction are flushed first)
+    session.flush()
+    conn = session.connection()
+    for chunk in chunks(ids):
+        for run_id, key, value in conn.execute(
+            select(RunParam.run_id, RunParam.key, RunParam.value).where(RunParam.run_id.in_(chunk))
+        ):
+            data[run_id]["params"][key] = value
+        for run_id, key, value in conn.execute(
+            select(RunTag.run_id, RunTag.key, RunTag.value).where(RunTag.run_id.in_(chunk))
+        ):
+            data[run_id]["tags"][key] = value
+        lm = LatestMetric
+        for run_id, key, value, is_nan, step, ts in conn.execute(
+            select(lm.run_id, lm.key, lm.value, lm.is_nan, lm.step, lm.timestamp).where(lm.run_id.in_(chunk))
+        ):
+            data[run_id]["metrics"][key] = {"value": json_float(value, is_nan), "step": step, "timestamp": ts}
+        ri = RunInput
+        for run_id, name, digest, source_type, source, context in conn.execute(
+            select(ri.run_id, ri.name, ri.digest, ri.source_type, ri.source, ri.context).where(ri.run_id.in_(chunk))
+        ):
+            data[run_id]["inputs"].append(
+                {"name": name, "digest": digest, "source_type": source_type, "source": source, "context": context}
+            )
     return data
 
 
