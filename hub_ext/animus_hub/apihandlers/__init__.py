@@ -1,10 +1,11 @@
 """animus-api REST handlers, one module per resource, each ending with ``default_handlers``."""
 
-from . import audit, datasets, members, meta, projects, rolemappings, service_accounts, tracking, webhooks
+from . import audit, datasets, members, meta, models, projects, rolemappings, service_accounts, tracking, webhooks
 
 MODULES = [meta, projects, members, tracking, audit, rolemappings, datasets]
 MODULES.append(service_accounts)
 MODULES.append(webhooks)
+MODULES.append(models)
 
 
 def default_handlers() -> list[tuple[str, type]]:
