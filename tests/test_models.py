@@ -102,13 +102,20 @@ def team(mstack, unique):
     tokens = {r: mstack.user_token(n, admin=(r == "admin")) for r, n in names.items()}
     assert mstack.api("POST", "/projects", tokens["owner"], json={"slug": project}).status_code == 201
     for role in ("maintainer", "contributor", "viewer"):
-        r = mstack.api("POST", f"/projects/{project}/members", tokens["owner"], json={"kind": "user", "name": names[role], "role": role})
+        r = mstack.api(
+            "POST",
+            f"/projects/{project}/members",
+            tokens["owner"],
+            json={"kind": "user", "name": names[role], "role": role},
+        )
         assert r.status_code == 201, r.text
     clients = {r: Client(url=mstack.api_url, token=t) for r, t in tokens.items()}
     return {"project": project, "tokens": tokens, "names": names, "clients": clients}
 
 
-def make_run(mstack, team, tmp_path, metrics: dict[str, float], with_input: bool = True, commit: str | None = COMMIT) -> str:
+def make_run(
+    mstack, team, tmp_path, metrics: dict[str, float], with_input: bool = True, commit: str | None = COMMIT
+) -> str:
     """A tracking run that consumed iris v1, logged `metrics` and an MLflow model directory under model/."""
     c = team["clients"]["contributor"]
     body = {"name": "train"}
@@ -158,17 +165,31 @@ def test_promotion_path_end_to_end(mstack, team, iris, tmp_path):
 
 def _promotion_path(mstack, team, tmp_path, receiver):
     project = team["project"]
-    hook = api(mstack, team, "POST", "/webhooks", "owner",
-               json={"url": receiver.url(), "event_types": ["ModelApproved", "ModelVersionStatusChanged"]})
+    hook = api(
+        mstack,
+        team,
+        "POST",
+        "/webhooks",
+        "owner",
+        json={"url": receiver.url(), "event_types": ["ModelApproved", "ModelVersionStatusChanged"]},
+    )
     assert hook.status_code == 201, hook.text
     receiver.secrets["/hook"] = hook.json()["secret"]
 
     # the policy, as code; a bad one is refused with its line and column and changes nothing
-    bad = api(mstack, team, "PUT", "/promotion-policy", "owner", json={"source": "version: 1\ntransitions: [a\n  b: c\n"})
+    bad = api(
+        mstack, team, "PUT", "/promotion-policy", "owner", json={"source": "version: 1\ntransitions: [a\n  b: c\n"}
+    )
     assert bad.status_code == 422 and bad.json()["reason"] == "policy_unparsable"
     assert bad.json()["details"]["line"] == 3 and bad.json()["details"]["column"] >= 1
-    wrong = api(mstack, team, "PUT", "/promotion-policy", "owner",
-                json={"source": "version: 1\ntransitions:\n  approved:\n    approvers: many\n"})
+    wrong = api(
+        mstack,
+        team,
+        "PUT",
+        "/promotion-policy",
+        "owner",
+        json={"source": "version: 1\ntransitions:\n  approved:\n    approvers: many\n"},
+    )
     assert wrong.status_code == 422 and wrong.json()["reason"] == "policy_invalid"
     assert (wrong.json()["details"]["line"], wrong.json()["details"]["column"]) == (4, 16)
     assert api(mstack, team, "GET", "/promotion-policy", "viewer").json()["builtin"] is True
@@ -180,7 +201,12 @@ def _promotion_path(mstack, team, tmp_path, receiver):
     good_run = make_run(mstack, team, tmp_path, {"accuracy": 0.95, "loss": 0.1})
     am.create_model("churn", project, "churn classifier", client=team["clients"]["contributor"])
     v1 = am.register("churn", good_run, "model", project, aliases=["candidate"], client=team["clients"]["contributor"])
-    assert (v1["version"], v1["status"], v1["source"]["kind"], v1["framework"]) == (1, "draft", "mlflow_model", "sklearn")
+    assert (v1["version"], v1["status"], v1["source"]["kind"], v1["framework"]) == (
+        1,
+        "draft",
+        "mlflow_model",
+        "sklearn",
+    )
     assert v1["signature"]["inputs"][0]["name"] == "tenure"
     assert v1["metrics"]["accuracy"]["value"] == 0.95 and v1["aliases"] == ["candidate"]
     pkl = (tmp_path / f"model-{good_run}" / "model.pkl").read_bytes()
@@ -221,7 +247,10 @@ def _promotion_path(mstack, team, tmp_path, receiver):
 
     hist = am.history("churn", 1, project, client=team["clients"]["viewer"])
     assert [(h["kind"], h["to_status"]) for h in hist] == [
-        ("transition", "validated"), ("requested", "approved"), ("approval", "approved"), ("transition", "approved")
+        ("transition", "validated"),
+        ("requested", "approved"),
+        ("approval", "approved"),
+        ("transition", "approved"),
     ]
     assert hist[-1]["by"] == team["names"]["maintainer"] and hist[-1]["policy_version"] == 1
     assert hist[-1]["evidence"]["approvers"] == [team["names"]["maintainer"]]
@@ -290,7 +319,9 @@ def _promotion_path(mstack, team, tmp_path, receiver):
     config = json.loads(blobs["blobs/sha256/" + oci_manifest["config"]["digest"].split(":")[1]])
     assert config["model"] == "churn" and config["version"] == 1
     assert {layer["annotations"]["org.opencontainers.image.title"] for layer in oci_manifest["layers"]} == {
-        "MLmodel", "model.pkl", "requirements.txt"
+        "MLmodel",
+        "model.pkl",
+        "requirements.txt",
     }
 
     # lineage: what depends on iris v1, in one call; and the model version's upstream
@@ -314,19 +345,41 @@ def test_break_glass_is_for_admins_with_a_reason_and_flagged(mstack, team, iris,
     run_id = make_run(mstack, team, tmp_path, {"loss": 1.0}, with_input=False, commit=None)
     am.create_model("glass", project, client=team["clients"]["contributor"])
     am.register("glass", run_id, "model/model.pkl", project, client=team["clients"]["contributor"])
-    r = api(mstack, team, "POST", "/models/glass/versions/1/transitions", "owner",
-            json={"to": "validated", "reason": "x", "override": True})
+    r = api(
+        mstack,
+        team,
+        "POST",
+        "/models/glass/versions/1/transitions",
+        "owner",
+        json={"to": "validated", "reason": "x", "override": True},
+    )
     assert r.status_code == 403 and r.json()["reason"] == "break_glass_forbidden"
-    r = api(mstack, team, "POST", "/models/glass/versions/1/transitions", "admin", json={"to": "validated", "override": True})
+    r = api(
+        mstack,
+        team,
+        "POST",
+        "/models/glass/versions/1/transitions",
+        "admin",
+        json={"to": "validated", "override": True},
+    )
     assert r.status_code == 422 and r.json()["reason"] == "reason_required"
-    r = api(mstack, team, "POST", "/models/glass/versions/1/transitions", "admin",
-            json={"to": "validated", "reason": "incident 42", "override": True})
+    r = api(
+        mstack,
+        team,
+        "POST",
+        "/models/glass/versions/1/transitions",
+        "admin",
+        json={"to": "validated", "reason": "incident 42", "override": True},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["version"]["source"]["kind"] == "file" and r.json()["version"]["files"][0]["path"] == "model.pkl"
     h = am.history("glass", 1, project, client=team["clients"]["viewer"])
     assert h[-1]["break_glass"] is True and h[-1]["kind"] == "override" and h[-1]["reason"] == "incident 42"
     audit = mstack.api(
-        "GET", f"/projects/{project}/audit/events", team["tokens"]["owner"], params={"action": "model_version.break_glass"}
+        "GET",
+        f"/projects/{project}/audit/events",
+        team["tokens"]["owner"],
+        params={"action": "model_version.break_glass"},
     ).json()["items"]
     assert [a["outcome"] for a in audit] == ["success"] and audit[0]["details"]["reason"] == "incident 42"
 
@@ -352,7 +405,14 @@ def test_bad_input_changes_nothing(mstack, team, iris, tmp_path):
     assert r.status_code == 400
     r = api(mstack, team, "GET", "/lineage", "viewer", params={"node": "dataset_version:iris/1", "depth": "99"})
     assert r.status_code == 400
-    r = api(mstack, team, "POST", "/models/bad/versions/1/exports", "contributor", json={"format": "s3", "target": "elsewhere"})
+    r = api(
+        mstack,
+        team,
+        "POST",
+        "/models/bad/versions/1/exports",
+        "contributor",
+        json={"format": "s3", "target": "elsewhere"},
+    )
     assert r.status_code == 404
 
 
@@ -360,7 +420,10 @@ def test_a_threshold_on_a_metric_the_run_lacks_is_explained_on_approval_too(msta
     """The same checks hold at approval time: a policy that now needs a missing metric refuses the request."""
     project = team["project"]
     c = team["clients"]["contributor"]
-    policy = POLICY.replace("  approved:\n", "  approved:\n    metrics:\n      - {metric: f1, dataset: iris, dataset_version: 1, min: 0.5}\n")
+    policy = POLICY.replace(
+        "  approved:\n",
+        "  approved:\n    metrics:\n      - {metric: f1, dataset: iris, dataset_version: 1, min: 0.5}\n",
+    )
     assert api(mstack, team, "PUT", "/promotion-policy", "owner", json={"source": policy}).status_code == 201
     run_id = make_run(mstack, team, tmp_path, {"accuracy": 0.99})
     am.create_model("f1less", project, client=c)

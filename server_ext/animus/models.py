@@ -57,8 +57,14 @@ def _base(project: str | None, model: str) -> str:
 # --- registry ------------------------------------------------------------------------------
 
 
-def create_model(name: str, project: str | None = None, description: str = "", tags: dict[str, str] | None = None,
-                 *, client: Client | None = None) -> dict:
+def create_model(
+    name: str,
+    project: str | None = None,
+    description: str = "",
+    tags: dict[str, str] | None = None,
+    *,
+    client: Client | None = None,
+) -> dict:
     client = client or Client()
     body = {"name": name, "description": description, "tags": tags or {}}
     return client.request("POST", f"/projects/{_seg(_project(project))}/models", json_body=body)
@@ -73,16 +79,25 @@ def get_model(name: str, project: str | None = None, *, client: Client | None = 
     return (client or Client()).request("GET", _base(project, name))
 
 
-def register(model: str, run_id: str, path: str = "", project: str | None = None, *, description: str = "",
-             tags: dict[str, str] | None = None, aliases: list[str] | None = None,
-             client: Client | None = None) -> dict:
+def register(
+    model: str,
+    run_id: str,
+    path: str = "",
+    project: str | None = None,
+    *,
+    description: str = "",
+    tags: dict[str, str] | None = None,
+    aliases: list[str] | None = None,
+    client: Client | None = None,
+) -> dict:
     """A new draft version of `model` from the artifact file or directory `path` of run `run_id`."""
     body = {"run_id": run_id, "path": path, "description": description, "tags": tags or {}, "aliases": aliases or []}
     return (client or Client()).request("POST", _base(project, model) + "/versions", json_body=body)
 
 
-def list_versions(model: str, project: str | None = None, status: str | None = None, *,
-                  client: Client | None = None) -> list[dict]:
+def list_versions(
+    model: str, project: str | None = None, status: str | None = None, *, client: Client | None = None
+) -> list[dict]:
     params = {"status": status} if status else None
     return list((client or Client()).paginate(_base(project, model) + "/versions", params))
 
@@ -91,14 +106,24 @@ def get_version(model: str, version: int | str, project: str | None = None, *, c
     return (client or Client()).request("GET", _base(project, model) + f"/versions/{_seg(str(version))}")
 
 
-def set_alias(model: str, alias: str, version: int, project: str | None = None, *, client: Client | None = None) -> dict:
+def set_alias(
+    model: str, alias: str, version: int, project: str | None = None, *, client: Client | None = None
+) -> dict:
     return (client or Client()).request(
         "PUT", _base(project, model) + f"/aliases/{_seg(alias)}", json_body={"version": int(version)}
     )
 
 
-def transition(model: str, version: int | str, to: str, reason: str = "", project: str | None = None, *,
-               override: bool = False, client: Client | None = None) -> dict:
+def transition(
+    model: str,
+    version: int | str,
+    to: str,
+    reason: str = "",
+    project: str | None = None,
+    *,
+    override: bool = False,
+    client: Client | None = None,
+) -> dict:
     """Move a version to status `to` as the policy allows (or open a request that needs approvals)."""
     body = {"to": to, "reason": reason, "override": override}
     return (client or Client()).request(
@@ -106,15 +131,17 @@ def transition(model: str, version: int | str, to: str, reason: str = "", projec
     )
 
 
-def approve(model: str, version: int | str, reason: str = "", project: str | None = None, *,
-            client: Client | None = None) -> dict:
+def approve(
+    model: str, version: int | str, reason: str = "", project: str | None = None, *, client: Client | None = None
+) -> dict:
     return (client or Client()).request(
         "POST", _base(project, model) + f"/versions/{_seg(str(version))}/approvals", json_body={"reason": reason}
     )
 
 
-def history(model: str, version: int | str | None = None, project: str | None = None, *,
-            client: Client | None = None) -> list[dict]:
+def history(
+    model: str, version: int | str | None = None, project: str | None = None, *, client: Client | None = None
+) -> list[dict]:
     path = _base(project, model) + (f"/versions/{_seg(str(version))}/history" if version is not None else "/history")
     return list((client or Client()).paginate(path))
 
@@ -129,18 +156,29 @@ def put_policy(source: str, project: str | None = None, comment: str = "", *, cl
     )
 
 
-def lineage(node: str, project: str | None = None, direction: str = "both", depth: int = 3, *,
-            client: Client | None = None) -> dict:
+def lineage(
+    node: str, project: str | None = None, direction: str = "both", depth: int = 3, *, client: Client | None = None
+) -> dict:
     return (client or Client()).request(
-        "GET", f"/projects/{_seg(_project(project))}/lineage", params={"node": node, "direction": direction, "depth": depth}
+        "GET",
+        f"/projects/{_seg(_project(project))}/lineage",
+        params={"node": node, "direction": direction, "depth": depth},
     )
 
 
 # --- export ----------------------------------------------------------------------------------
 
 
-def _plan(client: Client, project: str | None, model: str, version: int | str, fmt: str, target: str | None,
-          force: bool, reason: str) -> dict:
+def _plan(
+    client: Client,
+    project: str | None,
+    model: str,
+    version: int | str,
+    fmt: str,
+    target: str | None,
+    force: bool,
+    reason: str,
+) -> dict:
     body = {"format": fmt, "force": force, "reason": reason}
     if target:
         body["target"] = target
@@ -178,8 +216,16 @@ def manifest_bytes(manifest: dict) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
 
-def export_s3(model: str, version: int | str, target: str, project: str | None = None, *, force: bool = False,
-              reason: str = "", client: Client | None = None) -> dict:
+def export_s3(
+    model: str,
+    version: int | str,
+    target: str,
+    project: str | None = None,
+    *,
+    force: bool = False,
+    reason: str = "",
+    client: Client | None = None,
+) -> dict:
     """Write the version's bundle under the export target: files/<path> and manifest.json (digests, lineage,
     policy decisions). Returns the bundle's s3:// URI and its manifest."""
     client = client or Client()
@@ -191,7 +237,9 @@ def export_s3(model: str, version: int | str, target: str, project: str | None =
             with open(local, "rb") as f:
                 r = requests.put(up["url"], data=f, headers={"Content-Length": str(item["size"])}, timeout=300)
             if r.status_code >= 300:
-                raise ExportError(f"{item['path']}: upload to {plan['destination']['uri']} answered HTTP {r.status_code}")
+                raise ExportError(
+                    f"{item['path']}: upload to {plan['destination']['uri']} answered HTTP {r.status_code}"
+                )
     data = manifest_bytes(plan["manifest"])
     signed = client.request(
         "POST",
@@ -217,8 +265,16 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, path: Path 
         tar.addfile(info, io.BytesIO(data or b""))
 
 
-def export_oci(model: str, version: int | str, output: str | os.PathLike[str], project: str | None = None, *,
-               force: bool = False, reason: str = "", client: Client | None = None) -> Path:
+def export_oci(
+    model: str,
+    version: int | str,
+    output: str | os.PathLike[str],
+    project: str | None = None,
+    *,
+    force: bool = False,
+    reason: str = "",
+    client: Client | None = None,
+) -> Path:
     """Write the version as an OCI image-layout tarball (oci-layout, index.json, blobs/sha256/...).
 
     One layer per file (titled with its path, ORAS-style), the bundle manifest as the
@@ -282,9 +338,17 @@ def export_oci(model: str, version: int | str, output: str | os.PathLike[str], p
     return output
 
 
-def export_mlflow(model: str, version: int | str, tracking_uri: str, project: str | None = None, *,
-                  registered_name: str | None = None, force: bool = False, reason: str = "",
-                  client: Client | None = None) -> dict:
+def export_mlflow(
+    model: str,
+    version: int | str,
+    tracking_uri: str,
+    project: str | None = None,
+    *,
+    registered_name: str | None = None,
+    force: bool = False,
+    reason: str = "",
+    client: Client | None = None,
+) -> dict:
     """Register the version in an MLflow Model Registry (needs the `mlflow` or `mlflow-skinny` package).
 
     The files go to a new run of experiment ``animus-exports`` on that server (through
@@ -327,7 +391,10 @@ def export_mlflow(model: str, version: int | str, tracking_uri: str, project: st
         ml.log_artifact(run.info.run_id, str(Path(tmp) / "animus-manifest.json"))
     ml.set_terminated(run.info.run_id)
     mv = ml.create_model_version(
-        name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags,
+        name,
+        source=f"{run.info.artifact_uri}/model",
+        run_id=run.info.run_id,
+        tags=tags,
         description=f"Exported from Animus {m['project']}/{m['model']} v{m['version']} ({m['status']})",
     )
     return {"name": name, "version": mv.version, "run_id": run.info.run_id, "source": mv.source}

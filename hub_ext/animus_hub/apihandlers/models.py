@@ -42,7 +42,9 @@ class ModelListAPIHandler(APIHandler):
     actions = {"GET": "models:read", "POST": "models:write"}
 
     def get(self, project: str) -> None:
-        rows, next_cursor = svc.list_models(self.db, self.project, self.limit_arg(), self.get_query_argument("cursor", None))
+        rows, next_cursor = svc.list_models(
+            self.db, self.project, self.limit_arg(), self.get_query_argument("cursor", None)
+        )
         self.write_json({"items": [svc.model_json(self.db, m) for m in rows], "next_cursor": next_cursor})
 
     def post(self, project: str) -> None:
@@ -66,7 +68,11 @@ class ModelVersionListAPIHandler(APIHandler):
     def get(self, project: str, model: str) -> None:
         m = svc.find_model(self.db, self.project, model)
         rows, next_cursor = svc.list_versions(
-            self.db, m, self.limit_arg(), self.get_query_argument("cursor", None), self.get_query_argument("status", None)
+            self.db,
+            m,
+            self.limit_arg(),
+            self.get_query_argument("cursor", None),
+            self.get_query_argument("status", None),
         )
         self.write_json({"items": [svc.version_json(self.db, m, v) for v in rows], "next_cursor": next_cursor})
 
@@ -98,8 +104,14 @@ class ModelVersionListAPIHandler(APIHandler):
             201,
             audit_action="model_version.create",
             resource=_resource(project, m.name, v.version),
-            details={"run_id": v.run_id, "path": v.source_path, "kind": v.source_kind, "digest": v.digest,
-                     "files": len(v.files), "aliases": data.aliases},
+            details={
+                "run_id": v.run_id,
+                "path": v.source_path,
+                "kind": v.source_kind,
+                "digest": v.digest,
+                "files": len(v.files),
+                "aliases": data.aliases,
+            },
         )
 
 
@@ -125,15 +137,21 @@ class _PromotionHandler(APIHandler):
         if outcome.status == "refused":
             # the refusal itself is history: commit its record, then answer 422
             audit.record(
-                self.db, self.actor, audit_action, outcome="failure", resource=_resource(project, m.name, v.version),
-                project=project, details={**details, "failed": [c["message"] for c in outcome.checks or [] if not c["ok"]]},
+                self.db,
+                self.actor,
+                audit_action,
+                outcome="failure",
+                resource=_resource(project, m.name, v.version),
+                project=project,
+                details={**details, "failed": [c["message"] for c in outcome.checks or [] if not c["ok"]]},
             )
             self.db.commit()
             failed = [c for c in outcome.checks or [] if not c["ok"]]
             raise AnimusError(
                 422,
                 "policy_check_failed",
-                "The promotion policy refuses: " + "; ".join(c["message"] for c in failed)
+                "The promotion policy refuses: "
+                + "; ".join(c["message"] for c in failed)
                 + (" (the version stays in draft)" if v.status == "draft" else ""),
                 {"checks": outcome.checks, "policy_version": outcome.policy_version, "status": v.status},
             )
@@ -184,7 +202,12 @@ class ModelVersionHistoryAPIHandler(APIHandler):
         m = svc.find_model(self.db, self.project, model)
         v = svc.find_version(self.db, m, version)
         items, next_cursor = svc.history(
-            self.db, m, v, self.limit_arg(), self.get_query_argument("cursor", None), self.get_query_argument("kind", None)
+            self.db,
+            m,
+            v,
+            self.limit_arg(),
+            self.get_query_argument("cursor", None),
+            self.get_query_argument("kind", None),
         )
         self.write_json({"items": items, "next_cursor": next_cursor})
 
@@ -195,7 +218,12 @@ class ModelHistoryAPIHandler(APIHandler):
     def get(self, project: str, model: str) -> None:
         m = svc.find_model(self.db, self.project, model)
         items, next_cursor = svc.history(
-            self.db, m, None, self.limit_arg(), self.get_query_argument("cursor", None), self.get_query_argument("kind", None)
+            self.db,
+            m,
+            None,
+            self.limit_arg(),
+            self.get_query_argument("cursor", None),
+            self.get_query_argument("kind", None),
         )
         self.write_json({"items": items, "next_cursor": next_cursor})
 
@@ -219,7 +247,10 @@ class ModelAliasAPIHandler(APIHandler):
         m = svc.find_model(self.db, self.project, model)
         version = svc.delete_alias(self.db, m, alias)
         self.commit_and_write(
-            None, 204, audit_action="model.alias_delete", resource=f"{_resource(project, m.name)}/aliases/{alias}",
+            None,
+            204,
+            audit_action="model.alias_delete",
+            resource=f"{_resource(project, m.name)}/aliases/{alias}",
             details={"alias": alias, "version": version},
         )
 
@@ -241,7 +272,9 @@ class ModelExportAPIHandler(APIHandler):
             targets = self.settings.get("export_targets") or {}
             if not data.target:
                 raise AnimusError(
-                    422, "target_required", "An S3 export names its target (see GET .../export-targets)",
+                    422,
+                    "target_required",
+                    "An S3 export names its target (see GET .../export-targets)",
                     {"targets": sorted(n for n, t in targets.items() if t.allows_project(project))},
                 )
             target = targets.get(data.target)
@@ -252,7 +285,9 @@ class ModelExportAPIHandler(APIHandler):
         target_info: dict[str, Any] = {"format": data.format, "target": data.target}
         if target is not None:
             target_info["uri"] = "s3://" + target.bucket + "/" + target.key(project, m.name, str(v.version)) + "/"
-        event = svc.record_export(self.db, self.project, m, v, self.principal, self.role, target_info, data.force, data.reason)
+        event = svc.record_export(
+            self.db, self.project, m, v, self.principal, self.role, target_info, data.force, data.reason
+        )
         store, expires = self.settings["object_store"], self.settings["presign_expires"]
         run = self.db.get(Run, v.run_id) if v.run_id else None
         upstream = lineage_svc.graph(
@@ -295,8 +330,11 @@ class ModelExportAPIHandler(APIHandler):
                 "target": target.name,
                 "uri": target_info["uri"],
                 "uploads": [
-                    {"path": f["path"], "key": f"{base}/files/{f['path']}",
-                     "url": target.presign_put(f"{base}/files/{f['path']}", f["size"], expires)}
+                    {
+                        "path": f["path"],
+                        "key": f"{base}/files/{f['path']}",
+                        "url": target.presign_put(f"{base}/files/{f['path']}", f["size"], expires),
+                    }
                     for f in v.files or []
                 ],
                 "manifest_key": f"{base}/manifest.json",
@@ -307,8 +345,13 @@ class ModelExportAPIHandler(APIHandler):
             201,
             audit_action="model_version.export",
             resource=_resource(project, m.name, v.version),
-            details={**target_info, "forced": manifest["export"]["forced"], "reason": data.reason, "status": v.status,
-                     "files": len(files)},
+            details={
+                **target_info,
+                "forced": manifest["export"]["forced"],
+                "reason": data.reason,
+                "status": v.status,
+                "files": len(files),
+            },
             replay_body={"export_id": event.id, "replayed": True},
         )
 
@@ -387,14 +430,21 @@ class LineageAPIHandler(APIHandler):
     def get(self, project: str) -> None:
         node = self.get_query_argument("node", None)
         if not node:
-            raise AnimusError(400, "invalid_argument", "Give node=model_version:NAME/N, dataset_version:NAME/N, run:ID or code:SHA")
+            raise AnimusError(
+                400, "invalid_argument", "Give node=model_version:NAME/N, dataset_version:NAME/N, run:ID or code:SHA"
+            )
         depth_raw = self.get_query_argument("depth", "3")
         if not depth_raw.isdigit():
             raise AnimusError(400, "invalid_argument", f"depth must be between 1 and {lineage_svc.MAX_DEPTH}")
         self.write_json(
             lineage_svc.graph(
-                self.db, self.project, self.principal, self.role, node,
-                self.get_query_argument("direction", "both"), int(depth_raw),
+                self.db,
+                self.project,
+                self.principal,
+                self.role,
+                node,
+                self.get_query_argument("direction", "both"),
+                int(depth_raw),
             )
         )
 

@@ -48,8 +48,15 @@ class _Walker:
         key = f"run:{run.id}"
         self.nodes.setdefault(
             key,
-            {"id": key, "type": "run", "run_id": run.id, "name": run.name, "kind": run.kind, "status": run.status,
-             "created_by": run.created_by},
+            {
+                "id": key,
+                "type": "run",
+                "run_id": run.id,
+                "name": run.name,
+                "kind": run.kind,
+                "status": run.status,
+                "created_by": run.created_by,
+            },
         )
         return key
 
@@ -61,8 +68,15 @@ class _Walker:
         key = f"dataset_version:{ds.name}/{dv.version}"
         self.nodes.setdefault(
             key,
-            {"id": key, "type": "dataset_version", "dataset": ds.name, "version": dv.version, "digest": dv.digest,
-             "state": dv.state, "restricted": False},
+            {
+                "id": key,
+                "type": "dataset_version",
+                "dataset": ds.name,
+                "version": dv.version,
+                "digest": dv.digest,
+                "state": dv.state,
+                "restricted": False,
+            },
         )
         return key
 
@@ -70,8 +84,15 @@ class _Walker:
         key = f"model_version:{m.name}/{mv.version}"
         self.nodes.setdefault(
             key,
-            {"id": key, "type": "model_version", "model": m.name, "version": mv.version, "status": mv.status,
-             "digest": mv.digest, "created_at": iso(mv.created_at)},
+            {
+                "id": key,
+                "type": "model_version",
+                "model": m.name,
+                "version": mv.version,
+                "status": mv.status,
+                "digest": mv.digest,
+                "created_at": iso(mv.created_at),
+            },
         )
         return key
 
@@ -80,7 +101,14 @@ class _Walker:
             return None
         key = f"code:{run.repo_url or ''}@{run.commit_sha}"
         self.nodes.setdefault(
-            key, {"id": key, "type": "code", "repo_url": run.repo_url, "commit_sha": run.commit_sha, "diff_digest": run.diff_digest}
+            key,
+            {
+                "id": key,
+                "type": "code",
+                "repo_url": run.repo_url,
+                "commit_sha": run.commit_sha,
+                "diff_digest": run.diff_digest,
+            },
         )
         return key
 
@@ -122,7 +150,10 @@ class _Walker:
         out: list[tuple[str, Any]] = []
         if isinstance(obj, DatasetVersion):
             runs = self.session.scalars(
-                select(Run).join(RunInput, RunInput.run_id == Run.id).where(RunInput.dataset_version_id == obj.id).distinct()
+                select(Run)
+                .join(RunInput, RunInput.run_id == Run.id)
+                .where(RunInput.dataset_version_id == obj.id)
+                .distinct()
             ).all()
             for run in runs:
                 k = self.run_node(run)
@@ -130,7 +161,9 @@ class _Walker:
                 out.append((k, run))
         elif isinstance(obj, Run):
             for mv, m in self.session.execute(
-                select(ModelVersion, Model).join(Model, ModelVersion.model_id == Model.id).where(ModelVersion.run_id == obj.id)
+                select(ModelVersion, Model)
+                .join(Model, ModelVersion.model_id == Model.id)
+                .where(ModelVersion.run_id == obj.id)
             ).all():
                 k = self.model_version_node(mv, m)
                 self.edges.add((key, k, "produced"))
@@ -145,7 +178,9 @@ class _Walker:
                 out.append((k, dv))
         elif obj is None and key.startswith("code:"):
             sha = key.rsplit("@", 1)[-1]
-            for run in self.session.scalars(select(Run).where(Run.project_id == self.project.id, Run.commit_sha == sha)):
+            for run in self.session.scalars(
+                select(Run).where(Run.project_id == self.project.id, Run.commit_sha == sha)
+            ):
                 k = self.run_node(run)
                 self.edges.add((key, k, "ran"))
                 out.append((k, run))

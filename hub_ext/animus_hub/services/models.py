@@ -106,13 +106,21 @@ def find_model(session: Session, project: Project, name: str) -> Model:
     return m
 
 
-def create_model(session: Session, project: Project, name: str, description: str, tags: dict[str, str], by: str) -> Model:
+def create_model(
+    session: Session, project: Project, name: str, description: str, tags: dict[str, str], by: str
+) -> Model:
     validate_model_name(name)
     if session.scalar(select(Model.id).where(Model.project_id == project.id, Model.name == name)) is not None:
         raise AnimusError(409, "model_exists", f"Model {name!r} already exists in project {project.slug!r}")
     now = utcnow()
     m = Model(
-        project_id=project.id, name=name, description=description, tags=tags, created_at=now, created_by=by, updated_at=now
+        project_id=project.id,
+        name=name,
+        description=description,
+        tags=tags,
+        created_at=now,
+        created_by=by,
+        updated_at=now,
     )
     session.add(m)
     session.flush()
@@ -148,7 +156,9 @@ def resolve_source(session: Session, project: Project, run_id: str, path: str) -
     path = path.strip("/")
     exact = session.scalar(select(Artifact).where(Artifact.run_id == run.id, Artifact.path == path)) if path else None
     if exact is not None:
-        files = [{"path": exact.path.rsplit("/", 1)[-1], "sha256": exact.digest.removeprefix("sha256:"), "size": exact.size}]
+        files = [
+            {"path": exact.path.rsplit("/", 1)[-1], "sha256": exact.digest.removeprefix("sha256:"), "size": exact.size}
+        ]
         return VersionSource(run, path, "file", files, None)
     stmt = select(Artifact).where(Artifact.run_id == run.id)
     if path:
@@ -251,7 +261,9 @@ def create_version(
 def find_version(session: Session, model: Model, version: str) -> ModelVersion:
     """A version by number, or by alias (``@champion`` or ``champion``)."""
     if version.isdigit():
-        v = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == int(version)))
+        v = session.scalar(
+            select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == int(version))
+        )
     else:
         v = session.scalar(
             select(ModelVersion)
@@ -279,7 +291,9 @@ def open_request(session: Session, v: ModelVersion) -> PromotionRequest | None:
 
 
 def request_json(session: Session, r: PromotionRequest) -> dict[str, Any]:
-    approvals = list(session.scalars(select(ModelApproval).where(ModelApproval.request_id == r.id).order_by(ModelApproval.id)))
+    approvals = list(
+        session.scalars(select(ModelApproval).where(ModelApproval.request_id == r.id).order_by(ModelApproval.id))
+    )
     return {
         "id": r.id,
         "from_status": r.from_status,
@@ -331,7 +345,10 @@ def set_alias(session: Session, model: Model, alias: str, v: ModelVersion, by: s
     """Point `alias` at `v`; returns the version it pointed at before (None if new)."""
     if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias.isdigit():
         raise AnimusError(
-            422, "invalid_alias", "An alias is 1-64 of a-z, 0-9, '_' or '-', starting with a letter", {"alias": str(alias)[:100]}
+            422,
+            "invalid_alias",
+            "An alias is 1-64 of a-z, 0-9, '_' or '-', starting with a letter",
+            {"alias": str(alias)[:100]},
         )
     row = session.get(ModelAlias, (model.id, alias))
     before = None
@@ -447,12 +464,19 @@ def _move(
     if to == "approved":
         approvers = []
         if request is not None:
-            approvers = list(session.scalars(select(ModelApproval.approver).where(ModelApproval.request_id == request.id)))
+            approvers = list(
+                session.scalars(select(ModelApproval.approver).where(ModelApproval.request_id == request.id))
+            )
         record_event(
             session,
             "ModelApproved",
-            {**common, "run_id": v.run_id, "requested_by": request.requested_by if request else principal.name,
-             "approvers": approvers, **extra},
+            {
+                **common,
+                "run_id": v.run_id,
+                "requested_by": request.requested_by if request else principal.name,
+                "approvers": approvers,
+                **extra,
+            },
             project,
         )
     if request is not None:
@@ -496,7 +520,11 @@ def request_transition(
     """
     _check_transition(v, to)
     if not reason.strip() and (override or to in ("draft", "deprecated")):
-        raise AnimusError(422, "reason_required", f"Give a reason to move a version to {to}" + (" with break-glass" if override else ""))
+        raise AnimusError(
+            422,
+            "reason_required",
+            f"Give a reason to move a version to {to}" + (" with break-glass" if override else ""),
+        )
     policy = policy_svc.current_policy(session, project)
     policy_version = policy.version if policy is not None else None
     if override:
@@ -518,7 +546,9 @@ def request_transition(
         )
     if open_request(session, v) is not None:
         raise AnimusError(
-            409, "request_pending", f"Version {v.version} already has an open request; approve it or wait for it to close"
+            409,
+            "request_pending",
+            f"Version {v.version} already has an open request; approve it or wait for it to close",
         )
     run = session.get(Run, v.run_id) if v.run_id else None
     checks = policy_svc.evaluate_checks(session, run, spec)
@@ -528,13 +558,31 @@ def request_transition(
         if to == "validated":
             v.status_reason = f"validation failed: {failed}"
             event = _history(
-                session, project, model, v, "validation_failed", principal,
-                from_status=v.status, to_status="draft", reason=failed, evidence=evidence, policy_version=policy_version,
+                session,
+                project,
+                model,
+                v,
+                "validation_failed",
+                principal,
+                from_status=v.status,
+                to_status="draft",
+                reason=failed,
+                evidence=evidence,
+                policy_version=policy_version,
             )
         else:
             event = _history(
-                session, project, model, v, "check_failed", principal,
-                from_status=v.status, to_status=to, reason=failed, evidence=evidence, policy_version=policy_version,
+                session,
+                project,
+                model,
+                v,
+                "check_failed",
+                principal,
+                from_status=v.status,
+                to_status=to,
+                reason=failed,
+                evidence=evidence,
+                policy_version=policy_version,
             )
         return Outcome("refused", v, None, checks, policy_version, event)
     if spec["approvers"] <= 0:
@@ -554,14 +602,30 @@ def request_transition(
     session.add(req)
     session.flush()
     event = _history(
-        session, project, model, v, "requested", principal,
-        from_status=v.status, to_status=to, reason=reason, evidence=evidence, policy_version=policy_version, request=req,
+        session,
+        project,
+        model,
+        v,
+        "requested",
+        principal,
+        from_status=v.status,
+        to_status=to,
+        reason=reason,
+        evidence=evidence,
+        policy_version=policy_version,
+        request=req,
     )
     return Outcome("pending", v, req, checks, policy_version, event)
 
 
 def approve(
-    session: Session, project: Project, model: Model, v: ModelVersion, reason: str, principal: Principal, role: Role | None
+    session: Session,
+    project: Project,
+    model: Model,
+    v: ModelVersion,
+    reason: str,
+    principal: Principal,
+    role: Role | None,
 ) -> Outcome:
     """Record `principal`'s approval of the open request; the Nth distinct eligible one moves the version."""
     req = open_request(session, v)
@@ -585,20 +649,35 @@ def approve(
             403,
             "policy_forbids",
             f"The promotion policy (version {policy_version or 'built-in'}) counts approvals of people with role "
-            f"{', '.join(allowed)}; yours is {role.name if role else 'none'}" + ("" if principal.kind == "user" else " (and tokens cannot approve)"),
+            f"{', '.join(allowed)}; yours is {role.name if role else 'none'}"
+            + ("" if principal.kind == "user" else " (and tokens cannot approve)"),
             {"policy_version": policy_version, "approver_roles": allowed},
         )
-    if session.scalar(select(ModelApproval.id).where(ModelApproval.request_id == req.id, ModelApproval.approver == principal.name)):
+    if session.scalar(
+        select(ModelApproval.id).where(ModelApproval.request_id == req.id, ModelApproval.approver == principal.name)
+    ):
         raise AnimusError(409, "already_approved", "You already approved this request; another person must approve")
-    session.add(ModelApproval(request_id=req.id, approver=principal.name, approver_role=role.name, reason=reason, created_at=utcnow()))
+    session.add(
+        ModelApproval(
+            request_id=req.id, approver=principal.name, approver_role=role.name, reason=reason, created_at=utcnow()
+        )
+    )
     session.flush()
     count = session.scalar(select(func.count()).select_from(ModelApproval).where(ModelApproval.request_id == req.id))
     needed = max(spec["approvers"], 1)
     _history(
-        session, project, model, v, "approval", principal,
-        from_status=req.from_status, to_status=req.to_status, reason=reason,
+        session,
+        project,
+        model,
+        v,
+        "approval",
+        principal,
+        from_status=req.from_status,
+        to_status=req.to_status,
+        reason=reason,
         evidence={"approvals": count, "required_approvals": needed, "role": role.name},
-        policy_version=policy_version, request=req,
+        policy_version=policy_version,
+        request=req,
     )
     if count < needed:
         req.required_approvals = needed
@@ -609,14 +688,32 @@ def approve(
     if not all(c["ok"] for c in checks):
         failed = "; ".join(c["message"] for c in checks if not c["ok"])
         event = _history(
-            session, project, model, v, "check_failed", principal, from_status=v.status, to_status=req.to_status,
-            reason=failed, evidence={"checks": checks}, policy_version=policy_version, request=req,
+            session,
+            project,
+            model,
+            v,
+            "check_failed",
+            principal,
+            from_status=v.status,
+            to_status=req.to_status,
+            reason=failed,
+            evidence={"checks": checks},
+            policy_version=policy_version,
+            request=req,
         )
         return Outcome("refused", v, req, checks, policy_version, event)
     approvers = list(session.scalars(select(ModelApproval.approver).where(ModelApproval.request_id == req.id)))
     event = _move(
-        session, project, model, v, req.to_status, principal, req.reason or reason,
-        {"checks": checks, "approvers": approvers, "requested_by": req.requested_by}, policy_version, request=req,
+        session,
+        project,
+        model,
+        v,
+        req.to_status,
+        principal,
+        req.reason or reason,
+        {"checks": checks, "approvers": approvers, "requested_by": req.requested_by},
+        policy_version,
+        request=req,
     )
     return Outcome("transitioned", v, req, checks, policy_version, event)
 
@@ -641,20 +738,31 @@ def history_json(e: PromotionEvent, version: int | None = None) -> dict[str, Any
     return body
 
 
-def history(session: Session, model: Model, v: ModelVersion | None, limit: int, cursor: str | None, kind: str | None = None):
+def history(
+    session: Session, model: Model, v: ModelVersion | None, limit: int, cursor: str | None, kind: str | None = None
+):
     stmt = select(PromotionEvent).where(PromotionEvent.model_id == model.id)
     if v is not None:
         stmt = stmt.where(PromotionEvent.model_version_id == v.id)
     if kind:
         stmt = stmt.where(PromotionEvent.kind == kind)
     rows, next_cursor = page(session, stmt, PromotionEvent.id, limit, cursor)
-    numbers = dict(session.execute(select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)).all())
+    numbers = dict(
+        session.execute(select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)).all()
+    )
     return [history_json(e, numbers.get(e.model_version_id)) for e in rows], next_cursor
 
 
 def record_export(
-    session: Session, project: Project, model: Model, v: ModelVersion, principal: Principal, role: Role | None,
-    target: dict[str, Any], force: bool, reason: str,
+    session: Session,
+    project: Project,
+    model: Model,
+    v: ModelVersion,
+    principal: Principal,
+    role: Role | None,
+    target: dict[str, Any],
+    force: bool,
+    reason: str,
 ) -> PromotionEvent:
     """Refuse the export of a version that is not approved unless a maintainer forces it with a reason."""
     if v.status != "approved":
@@ -667,11 +775,23 @@ def record_export(
                 {"status": v.status},
             )
         if role is None or role < Role.maintainer:
-            raise AnimusError(403, "forbidden", "Forcing the export of a version that is not approved needs maintainer or above")
+            raise AnimusError(
+                403, "forbidden", "Forcing the export of a version that is not approved needs maintainer or above"
+            )
         if not reason.strip():
-            raise AnimusError(422, "reason_required", "Give a reason to force the export of a version that is not approved")
+            raise AnimusError(
+                422, "reason_required", "Give a reason to force the export of a version that is not approved"
+            )
     return _history(
-        session, project, model, v, "export", principal, from_status=v.status, to_status=v.status, reason=reason,
+        session,
+        project,
+        model,
+        v,
+        "export",
+        principal,
+        from_status=v.status,
+        to_status=v.status,
+        reason=reason,
         evidence={"target": target, "forced": bool(force and v.status != "approved")},
     )
 
@@ -679,7 +799,9 @@ def record_export(
 def decisions(session: Session, v: ModelVersion) -> list[dict[str, Any]]:
     """The policy decisions of a version (its whole history but exports), for export bundles."""
     rows = session.scalars(
-        select(PromotionEvent).where(PromotionEvent.model_version_id == v.id, PromotionEvent.kind != "export").order_by(PromotionEvent.id)
+        select(PromotionEvent)
+        .where(PromotionEvent.model_version_id == v.id, PromotionEvent.kind != "export")
+        .order_by(PromotionEvent.id)
     )
     return [history_json(e) for e in rows]
 

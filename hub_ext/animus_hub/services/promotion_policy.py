@@ -90,7 +90,10 @@ def parse_policy(source: str) -> dict[str, Any]:
         raise AnimusError(422, "policy_unparsable", f"The policy is not valid YAML: {e}", {}) from None
     if not isinstance(data, dict):
         raise AnimusError(
-            422, "policy_invalid", "A policy is a YAML mapping with 'version' and 'transitions'", {"line": 1, "column": 1}
+            422,
+            "policy_invalid",
+            "A policy is a YAML mapping with 'version' and 'transitions'",
+            {"line": 1, "column": 1},
         )
     validator = jsonschema.Draft202012Validator(policy_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))

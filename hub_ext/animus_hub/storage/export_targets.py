@@ -70,7 +70,9 @@ class S3ExportTarget:
         self.source.close()
 
 
-def load_export_targets(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, S3ExportTarget]:
+def load_export_targets(
+    config: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> dict[str, S3ExportTarget]:
     """Build the targets of `config`; ValueError names what is wrong (start-up stops)."""
     targets: dict[str, S3ExportTarget] = {}
     for name, spec in config.items():
