@@ -436,3 +436,19 @@ def test_a_threshold_on_a_metric_the_run_lacks_is_explained_on_approval_too(msta
     versions = api(mstack, team, "GET", "/promotion-policy/versions", "viewer").json()["items"]
     assert [p["version"] for p in versions] == [1, 2]
     assert api(mstack, team, "GET", "/promotion-policy/versions/1", "viewer").json()["source"] == POLICY
+
+
+def test_cli_prints_the_policy_and_refuses_clearly(mstack, team, tmp_path):
+    from click.testing import CliRunner
+
+    from animus.cli.main import main
+
+    env = {
+        "ANIMUS_API_URL": mstack.api_url,
+        "ANIMUS_TOKEN": team["tokens"]["viewer"],
+        "ANIMUS_CONFIG_DIR": str(tmp_path),
+    }
+    r = CliRunner().invoke(main, ["models", "policy", "show", "-p", team["project"]], env=env)
+    assert r.exit_code == 0 and "# policy version" in r.output and "transitions" in r.output, r.output
+    r = CliRunner().invoke(main, ["models", "promote", "churn", "1", "validated", "-p", team["project"]], env=env)
+    assert r.exit_code == 1 and "403 forbidden" in r.output, r.output
