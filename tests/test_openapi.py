@@ -57,6 +57,14 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "createWebhook": schemas.WebhookCreate,
     "updateWebhook": schemas.WebhookUpdate,
     "forceUserLogout": schemas.ForcedLogout,
+    "createModel": schemas.ModelCreate,
+    "createModelVersion": schemas.ModelVersionCreate,
+    "transitionModelVersion": schemas.ModelTransition,
+    "approveModelVersion": schemas.ModelApprovalCreate,
+    "setModelAlias": schemas.ModelAliasSet,
+    "putPromotionPolicy": schemas.PromotionPolicyPut,
+    "exportModelVersion": schemas.ModelExportCreate,
+    "signExportManifest": schemas.ExportManifestUpload,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

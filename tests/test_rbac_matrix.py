@@ -395,6 +395,118 @@ EXPECTED.update(
 )
 
 
+# --- model registry ---------------------------------------------------------------------------
+
+
+def _new_model(ctx: Any, values: dict) -> dict:
+    name = ctx.unique("m")
+    r = ctx.api("POST", f"/projects/{ctx.project}/models", ctx.tokens["owner"], json={"name": name})
+    assert r.status_code == 201, r.text
+    return {"model": name}
+
+
+def _run_with_artifact(ctx: Any) -> str:
+    """A run with one content-addressed artifact, m.bin (its blob uploaded through the presigned URL)."""
+    import hashlib
+
+    import requests
+
+    run_id = _new_run(ctx, {})["run_id"]
+    data = b"model-bytes"
+    files = {"files": [{"path": "m.bin", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}]}
+    base = f"/projects/{ctx.project}/runs/{run_id}/artifacts"
+    for item in ctx.api("POST", base + "/upload", ctx.tokens["owner"], json=files).json()["uploads"]:
+        assert requests.put(item["url"], data=data, headers=item["headers"], timeout=30).status_code < 300
+    assert ctx.api("POST", base + "/commit", ctx.tokens["owner"], json=files).status_code == 200
+    return run_id
+
+
+def _new_model_and_run(ctx: Any, values: dict) -> dict:
+    return {**_new_model(ctx, values), "run_id": _run_with_artifact(ctx)}
+
+
+def _new_model_version(ctx: Any, values: dict) -> dict:
+    v = _new_model_and_run(ctx, values)
+    r = ctx.api(
+        "POST", f"/projects/{ctx.project}/models/{v['model']}/versions", ctx.tokens["owner"],
+        json={"run_id": v["run_id"], "path": "m.bin", "aliases": ["a"]},
+    )
+    assert r.status_code == 201, r.text
+    return {"model": v["model"], "version": "1", "alias": "a"}
+
+
+def _new_policy_version(ctx: Any, values: dict) -> dict:
+    r = ctx.api("PUT", f"/projects/{ctx.project}/promotion-policy", ctx.tokens["owner"], json=_policy_body(ctx))
+    assert r.status_code == 201, r.text
+    return {"policy_version": str(r.json()["version"])}
+
+
+def _policy_body(ctx: Any) -> dict:
+    # every transition keeps its built-in default: later cases see the same rules
+    return {"source": "version: 1\ntransitions: {}\n"}
+
+
+EXPECTED.update(
+    {
+        "/projects/{project}/models": {
+            "GET": Case(only(200, VIEWER_UP)),
+            "POST": Case(only(201, CONTRIBUTOR_UP), body=lambda ctx: {"name": ctx.unique("m")}),
+        },
+        "/projects/{project}/models/{model}": {"GET": Case(only(200, VIEWER_UP), setup=_new_model)},
+        "/projects/{project}/models/{model}/history": {"GET": Case(only(200, VIEWER_UP), setup=_new_model)},
+        "/projects/{project}/models/{model}/aliases/{alias}": {
+            "PUT": Case(only(200, CONTRIBUTOR_UP), setup=_new_model_version, body=lambda ctx: {"version": 1}),
+            "DELETE": Case(only(204, CONTRIBUTOR_UP), setup=_new_model_version),
+        },
+        "/projects/{project}/models/{model}/versions": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_model),
+            "POST": Case(
+                only(201, CONTRIBUTOR_UP),
+                setup=_new_model_and_run,
+                extra={"body_from_values": lambda v: {"run_id": v["run_id"], "path": "m.bin"}},
+            ),
+        },
+        "/projects/{project}/models/{model}/versions/{version}": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_model_version),
+        },
+        # the built-in policy lets contributors and up validate a draft
+        "/projects/{project}/models/{model}/versions/{version}/transitions": {
+            "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_model_version, body=lambda ctx: {"to": "validated"}),
+        },
+        # nothing was requested: members who may approve get the 409 that says so
+        "/projects/{project}/models/{model}/versions/{version}/approvals": {
+            "POST": Case(only(409, CONTRIBUTOR_UP), setup=_new_model_version, body=lambda ctx: {}),
+        },
+        "/projects/{project}/models/{model}/versions/{version}/history": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_model_version),
+        },
+        # a draft is not exported without force: members who may export get the 409 that says so
+        "/projects/{project}/models/{model}/versions/{version}/exports": {
+            "POST": Case(only(409, CONTRIBUTOR_UP), setup=_new_model_version, body=lambda ctx: {"format": "oci"}),
+        },
+        "/projects/{project}/models/{model}/versions/{version}/exports/{export_id}/manifest": {
+            "POST": Case(
+                only(404, CONTRIBUTOR_UP),
+                setup=lambda ctx, v: {**_new_model_version(ctx, v), "export_id": "0"},
+                body=lambda ctx: {"size": 1},
+            ),
+        },
+        "/projects/{project}/export-targets": {"GET": Case(only(200, VIEWER_UP))},
+        "/projects/{project}/promotion-policy": {
+            "GET": Case(only(200, VIEWER_UP)),
+            "PUT": Case(only(201, OWNER_UP), body=_policy_body),
+        },
+        "/projects/{project}/promotion-policy/versions": {"GET": Case(only(200, VIEWER_UP))},
+        "/projects/{project}/promotion-policy/versions/{policy_version}": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_policy_version),
+        },
+        "/projects/{project}/lineage": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_run, params=lambda ctx, v: {"node": f"run:{v['run_id']}"}),
+        },
+    }
+)
+
+
 def served_routes() -> list[tuple[str, type[APIHandler]]]:
     """The routes the application serves, as templates relative to the API prefix."""
     app = AnimusAPI()
@@ -489,6 +601,8 @@ def test_route_role_matrix(ctx):
             for caller in CALLERS:
                 values = case.setup(ctx, {}) if case.setup else {}
                 body = case.body(ctx) if case.body else None
+                if "body_from_values" in case.extra:
+                    body = case.extra["body_from_values"](values)
                 token = ctx.tokens[caller]
                 if route == "ROOT":
                     headers = {"Authorization": f"Bearer {token}"} if token else {}

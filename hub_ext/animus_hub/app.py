@@ -37,6 +37,7 @@ from .logsetup import configure_logging
 from .metrics import observe_request
 from .orm import Role
 from .scheduler import Scheduler, WebhookDeliveryStep
+from .storage.export_targets import load_export_targets
 from .storage.external import load_external_sources
 from .webhook_delivery import WebhookDelivery
 
@@ -139,6 +140,19 @@ class AnimusAPI(Application):
         description. Give the credentials read-only rights.""",
     ).tag(config=True)
 
+    export_targets = Dict(
+        help="""Writable S3 targets model versions may be exported to as bundles, by name, e.g.
+        {"releases": {"endpoint_url": "https://s3.example.com", "bucket": "ml-releases",
+                      "prefix": "models/", "projects": ["fraud"],
+                      "access_key_id_env": "RELEASES_ACCESS_KEY_ID",
+                      "secret_access_key_env": "RELEASES_SECRET_ACCESS_KEY"}}.
+        "bucket" and "projects" (slugs, or ["*"]) are required; a bundle goes under
+        <prefix>/<project>/<model>/<version>/. animus-api only signs PUT URLs: the
+        exporting client moves the bytes. Credentials are never written here: *_env
+        keys name the environment variables that hold them. Other keys:
+        presign_endpoint_url, region, session_token_env, addressing_style, description.""",
+    ).tag(config=True)
+
     presign_expires = Integer(
         300, help="Seconds a presigned upload or download URL stays valid."
     ).tag(config=True)
@@ -213,6 +227,9 @@ class AnimusAPI(Application):
         self.external_source_readers = load_external_sources(self.external_sources)
         if self.external_source_readers:
             self.log.info("External sources: %s", ", ".join(sorted(self.external_source_readers)))
+        self.model_export_targets = load_export_targets(self.export_targets)
+        if self.model_export_targets:
+            self.log.info("Export targets: %s", ", ".join(sorted(self.model_export_targets)))
 
     def init_scheduler(self) -> None:
         """The background loop (webhook delivery first; later issues add their steps)."""
@@ -243,6 +260,7 @@ class AnimusAPI(Application):
             "api_url_path": self.base_url + API_PREFIX,
             "object_store": self.object_store,
             "external_sources": self.external_source_readers,
+            "export_targets": self.model_export_targets,
             "presign_expires": self.presign_expires,
             "service_account_token_max_expires_in": self.service_account_token_max_expires_in,
             "webhook_delivery": self.webhook_delivery,
@@ -299,6 +317,8 @@ class AnimusAPI(Application):
         await self.object_store.close()
         for source in self.external_source_readers.values():
             source.close()
+        for target in self.model_export_targets.values():
+            target.close()
         self.engine.dispose()
 
     def start(self) -> None:

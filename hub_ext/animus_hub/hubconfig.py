@@ -112,15 +112,18 @@ def objects_environment(s: EmbeddedSettings) -> dict[str, str]:
     }
 
 
-#: hub-managed services see only the environment given to them: variables with this
-#: prefix (credentials of AnimusAPI.external_sources) are passed on to animus-api
+#: hub-managed services see only the environment given to them: variables with these
+#: prefixes (credentials of AnimusAPI.external_sources and AnimusAPI.export_targets) are
+#: passed on to animus-api
 SOURCE_ENV_PREFIX = "ANIMUS_SOURCE_"
+EXPORT_ENV_PREFIX = "ANIMUS_EXPORT_"
 
 
 def source_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The ANIMUS_SOURCE_* variables of the hub's environment, for animus-api's external sources."""
+    """The ANIMUS_SOURCE_* and ANIMUS_EXPORT_* variables of the hub's environment, for animus-api's
+    external sources and export targets."""
     environ = os.environ if environ is None else environ
-    return {k: v for k, v in environ.items() if k.startswith(SOURCE_ENV_PREFIX)}
+    return {k: v for k, v in environ.items() if k.startswith((SOURCE_ENV_PREFIX, EXPORT_ENV_PREFIX))}
 
 
 def animus_service(api_port: int, db_url: str, config_file: str, env: dict[str, str] | None = None) -> dict[str, Any]:

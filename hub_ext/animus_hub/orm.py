@@ -620,18 +620,34 @@ class LoggedModel(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+MODEL_STATUSES = ("draft", "validated", "approved", "deprecated")
+
+
 class Model(Base):
+    """A named model of a project; its versions carry the files and the promotion status."""
+
     __tablename__ = "model"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ModelVersion(Base):
+    """A version of a model, made from a run's artifact (a file, a directory or an MLflow model).
+
+    ``files`` lists ``{path, sha256, size}``: the bytes are the run's content-addressed
+    blobs, referenced by digest, never copied. ``digest`` is the sha256 of the
+    canonical file list. ``metrics`` is a snapshot of the run's latest metrics.
+    ``status`` changes only through services.models (the promotion policy).
+    """
+
     __tablename__ = "model_version"
     __table_args__ = (UniqueConstraint("model_id", "version"),)
 
@@ -640,8 +656,125 @@ class ModelVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     run_id: Mapped[str | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="draft")
+    #: "file", "directory" or "mlflow_model" (a directory holding an MLmodel file)
+    source_kind: Mapped[str] = mapped_column(String(16), default="file")
+    source_path: Mapped[str] = mapped_column(String(1024), default="")
+    framework: Mapped[str] = mapped_column(String(64), default="")
+    flavors: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    digest: Mapped[str] = mapped_column(String(71), default="")
+    total_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    description: Mapped[str] = mapped_column(Text, default="")
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    status_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status_changed_by: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255))
+
+    model: Mapped[Model] = relationship()
+
+
+class ModelAlias(Base):
+    """A movable name (``champion``, ``staging``) pointing at one version of a model."""
+
+    __tablename__ = "model_alias"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id", ondelete="CASCADE"), index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(255))
+
+
+class PromotionPolicy(Base):
+    """One immutable version of a project's promotion policy (YAML as written, and parsed).
+
+    Each PUT adds a version; the newest is in force. The database refuses UPDATE and
+    DELETE (triggers of migration 0008).
+    """
+
+    __tablename__ = "promotion_policy"
+    __table_args__ = (UniqueConstraint("project_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(71))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+PROMOTION_REQUEST_STATES = ("open", "completed", "cancelled")
+
+
+class PromotionRequest(Base):
+    """A request to move a version to a status that needs approvals; completed by the Nth approval."""
+
+    __tablename__ = "promotion_request"
+    __table_args__ = (Index("ix_promotion_request_version_state", "model_version_id", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id", ondelete="CASCADE"))
+    from_status: Mapped[str] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    requested_by: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    required_approvals: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ModelApproval(Base):
+    """One person's approval of a promotion request; a person counts once."""
+
+    __tablename__ = "model_approval"
+    __table_args__ = (UniqueConstraint("request_id", "approver"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("promotion_request.id", ondelete="CASCADE"), index=True)
+    approver: Mapped[str] = mapped_column(String(255))
+    approver_role: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PromotionEvent(Base):
+    """The append-only promotion history of model versions: every transition, request,
+    approval, failed check, break-glass override and export, with who, when, why, the
+    evidence and the policy version applied. The database refuses UPDATE and DELETE
+    (triggers of migration 0008), like audit_event.
+    """
+
+    __tablename__ = "promotion_event"
+    __table_args__ = (
+        Index("ix_promotion_event_version", "model_version_id", "id"),
+        Index("ix_promotion_event_model", "model_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id"))
+    #: transition, requested, approval, validation_failed, check_failed, override, export
+    kind: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    actor_kind: Mapped[str] = mapped_column(String(32), default="user")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
+    request_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Webhook(Base):

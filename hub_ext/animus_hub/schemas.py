@@ -262,3 +262,63 @@ class ForcedLogout(Strict):
         description="Stop the person's running workspaces (default: AnimusAPI.forced_logout_stops_servers)",
     )
     reason: str = Field(default="", max_length=500, description="Why; recorded in the audit trail")
+
+
+# --- model registry --------------------------------------------------------------------------
+
+ModelStatus = Literal["draft", "validated", "approved", "deprecated"]
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+
+
+class ModelCreate(Strict):
+    name: str = Field(pattern=MODEL_NAME_PATTERN, description="1-128 letters, digits, '.', '_' or '-'")
+    description: str = Field(default="", max_length=4000)
+    tags: TagMap = Field(default_factory=dict)
+
+
+class ModelVersionCreate(Strict):
+    run_id: str = Field(min_length=1, max_length=36, description="the run whose artifact this version is")
+    path: str = Field(
+        default="",
+        max_length=1024,
+        description="an artifact file or directory of the run ('' for all its artifacts); "
+        "a directory with an MLmodel file is an MLflow model",
+    )
+    description: str = Field(default="", max_length=4000)
+    tags: TagMap = Field(default_factory=dict)
+    aliases: list[Annotated[str, Field(pattern=ALIAS_PATTERN)]] = Field(default_factory=list, max_length=20)
+
+
+class ModelTransition(Strict):
+    to: ModelStatus
+    reason: str = Field(default="", max_length=4000)
+    override: bool = Field(
+        default=False, description="break-glass: platform admins only, with a reason; bypasses the policy, flagged"
+    )
+
+
+class ModelApprovalCreate(Strict):
+    reason: str = Field(default="", max_length=4000)
+
+
+class ModelAliasSet(Strict):
+    version: int = Field(ge=1)
+
+
+class PromotionPolicyPut(Strict):
+    source: str = Field(min_length=1, max_length=65536, description="the policy as YAML")
+    comment: str = Field(default="", max_length=4000)
+
+
+class ModelExportCreate(Strict):
+    format: Literal["s3", "oci", "mlflow"]
+    target: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="export target name (format s3)"
+    )
+    force: bool = Field(default=False, description="export a version that is not approved (maintainers, with a reason)")
+    reason: str = Field(default="", max_length=4000)
+
+
+class ExportManifestUpload(Strict):
+    size: int = Field(ge=1, le=64 * 1024 * 1024, description="the exact size in bytes of manifest.json")

@@ -56,6 +56,16 @@ PROJECT_ACTIONS: dict[str, Role] = {
     # webhooks: maintainers and up see and manage them (URLs may name internal receivers)
     "webhooks:read": Role.maintainer,
     "webhooks:write": Role.maintainer,
+    # model registry: contributors register versions and request promotions; who may move a
+    # version to which status, and whose approvals count, is the promotion policy's
+    # decision (services.models); the policy itself is the owners'
+    "models:read": Role.viewer,
+    "models:write": Role.contributor,
+    "models:promote": Role.contributor,
+    "models:export": Role.contributor,
+    "promotion_policy:read": Role.viewer,
+    "promotion_policy:write": Role.owner,
+    "lineage:read": Role.viewer,
 }
 
 # project actions only a human may perform: a token cannot create service accounts or
