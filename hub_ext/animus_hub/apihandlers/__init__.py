@@ -1,8 +1,9 @@
 """animus-api REST handlers, one module per resource, each ending with ``default_handlers``."""
 
-from . import audit, datasets, members, meta, projects, rolemappings, service_accounts, tracking, webhooks
+from . import audit, batchruns, datasets, members, meta, projects, rolemappings, service_accounts, tracking, webhooks
 
-MODULES = [meta, projects, members, tracking, audit, rolemappings, datasets]
+# batchruns before tracking: its /runs/submit must not be taken for /runs/{run_id}
+MODULES = [meta, projects, members, batchruns, tracking, audit, rolemappings, datasets]
 MODULES.append(service_accounts)
 MODULES.append(webhooks)
 
