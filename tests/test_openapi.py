@@ -56,6 +56,11 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "createServiceAccountToken": schemas.ServiceAccountTokenCreate,
     "createWebhook": schemas.WebhookCreate,
     "updateWebhook": schemas.WebhookUpdate,
+    "createEnvironment": schemas.EnvironmentCreate,
+    "addEnvironmentVersion": schemas.EnvironmentVersionCreate,
+    "submitRun": schemas.RunSubmit,
+    "reportRun": schemas.RunReport,
+    "appendRunLogs": schemas.RunLogAppend,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler
