@@ -65,6 +65,11 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "putPromotionPolicy": schemas.PromotionPolicyPut,
     "exportModelVersion": schemas.ModelExportCreate,
     "signExportManifest": schemas.ExportManifestUpload,
+    "createEnvironment": schemas.EnvironmentCreate,
+    "addEnvironmentVersion": schemas.EnvironmentVersionCreate,
+    "submitRun": schemas.RunSubmit,
+    "reportRun": schemas.RunReport,
+    "appendRunLogs": schemas.RunLogAppend,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

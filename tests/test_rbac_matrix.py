@@ -507,6 +507,54 @@ EXPECTED.update(
 )
 
 
+# --- environments and batch runs ----------------------------------------------------------------
+
+
+def _new_environment(ctx: Any, values: dict) -> dict:
+    name = ctx.unique("env")
+    r = ctx.api("POST", f"/projects/{ctx.project}/environments", ctx.tokens["owner"], json={"name": name})
+    assert r.status_code == 201, r.text
+    r = ctx.api(
+        "POST", f"/projects/{ctx.project}/environments/{name}/versions", ctx.tokens["owner"], json={"image": "py:3.11"}
+    )
+    assert r.status_code == 201, r.text
+    return {"environment": name, "version": "1"}
+
+
+NOBODY: set[str] = set()
+# a file:// repository is refused before any git runs: callers who may submit get that 422
+_SUBMIT = {"repo": "file:///etc", "commit": "0" * 40, "command": ["true"]}
+
+EXPECTED.update(
+    {
+        "/projects/{project}/environments": {
+            "GET": Case(only(200, VIEWER_UP)),
+            "POST": Case(only(201, CONTRIBUTOR_UP), body=lambda ctx: {"name": ctx.unique("env")}),
+        },
+        "/projects/{project}/environments/{environment}": {"GET": Case(only(200, VIEWER_UP), setup=_new_environment)},
+        "/projects/{project}/environments/{environment}/versions": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_environment),
+            "POST": Case(only(201, CONTRIBUTOR_UP), setup=_new_environment, body=lambda ctx: {"image": "py:3.12"}),
+        },
+        "/projects/{project}/environments/{environment}/versions/{version}": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_environment),
+        },
+        "/projects/{project}/runs/submit": {"POST": Case(only(422, CONTRIBUTOR_UP), body=lambda ctx: _SUBMIT)},
+        # an interactive run is not a batch run: callers who may act on it get the 409 that says so
+        "/projects/{project}/runs/{run_id}/job": {"GET": Case(only(409, VIEWER_UP), setup=_new_run)},
+        "/projects/{project}/runs/{run_id}/cancel": {"POST": Case(only(409, CONTRIBUTOR_UP), setup=_new_run)},
+        "/projects/{project}/runs/{run_id}/logs": {
+            "GET": Case(only(409, VIEWER_UP), setup=_new_run),
+            # only the run's own runner (a run token) may append output or report: people get 403
+            "POST": Case(only(403, NOBODY), setup=_new_run, body=lambda ctx: {"attempt": 1, "text": "x"}),
+        },
+        "/projects/{project}/runs/{run_id}/report": {
+            "POST": Case(only(403, NOBODY), setup=_new_run, body=lambda ctx: {"attempt": 1, "state": "heartbeat"}),
+        },
+    }
+)
+
+
 def served_routes() -> list[tuple[str, type[APIHandler]]]:
     """The routes the application serves, as templates relative to the API prefix."""
     app = AnimusAPI()

@@ -33,9 +33,11 @@ from .auth.hubapi import HubAPI
 from .auth.identity import Identifier
 from .auth.rbac import PROJECT_PLACEHOLDER, Authorizer, RuleSpec, validate_group_pattern
 from .errors import AnimusError
+from .executors.local import LocalExecutor
 from .logsetup import configure_logging
 from .metrics import observe_request
 from .orm import Role
+from .runqueue import RunQueue, RunQueueStep
 from .scheduler import Scheduler, WebhookDeliveryStep
 from .storage.export_targets import load_export_targets
 from .storage.external import load_external_sources
@@ -48,7 +50,7 @@ class AnimusAPI(Application):
     name = "animus-api"
     version = __version__
     description = "The Animus Datalab REST API (runs as a JupyterHub service)."
-    classes = [Scheduler, WebhookDelivery]
+    classes = [Scheduler, WebhookDelivery, RunQueue, LocalExecutor]
 
     config_file = Unicode(
         "animus_api_config.py", help="A Python configuration file (traitlets), read if it exists."
@@ -124,6 +126,12 @@ class AnimusAPI(Application):
         default_value="animus_hub.storage.local.LocalObjectStore",
         klass="animus_hub.storage.base.ObjectStore",
         help="Where objects (dataset blobs, artifacts) live: LocalObjectStore (embedded) or S3ObjectStore.",
+    ).tag(config=True)
+
+    executor_class = Type(
+        default_value="animus_hub.executors.local.LocalExecutor",
+        klass="animus_hub.executors.base.Executor",
+        help="Where batch runs execute: LocalExecutor (embedded: local process groups) or a cluster executor.",
     ).tag(config=True)
 
     external_sources = Dict(
@@ -239,6 +247,10 @@ class AnimusAPI(Application):
             session_factory=self.session_factory,
             steps=[WebhookDeliveryStep(self.session_factory, self.webhook_delivery)],
         )
+        self.run_queue = RunQueue(parent=self)
+        self.executor = self.executor_class(parent=self)
+        runner_api_url = self.run_queue.runner_api_url or (self.service_url.rstrip("/") + self.base_url + API_PREFIX)
+        self.scheduler.add_step(RunQueueStep(self.session_factory, self.run_queue, self.executor, runner_api_url))
 
     def make_handlers(self) -> list[tuple[str, type, dict]]:
         prefix = self.base_url + API_PREFIX
@@ -265,6 +277,7 @@ class AnimusAPI(Application):
             "service_account_token_max_expires_in": self.service_account_token_max_expires_in,
             "webhook_delivery": self.webhook_delivery,
             "scheduler_wake": self.scheduler.wake,
+            "run_queue": self.run_queue,
             "observe_request": observe_request,
             "log_function": self.log_request,
             "default_handler_class": NotFoundHandler,

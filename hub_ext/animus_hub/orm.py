@@ -272,6 +272,8 @@ class Token(Base):
         ForeignKey("service_account.id", ondelete="CASCADE"), nullable=True, index=True
     )
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    #: for kind "run": the one run the token may touch (it is revoked when the run ends)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), nullable=True, index=True)
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     note: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -431,17 +433,24 @@ class DatasetFileProfile(Base):
 
 
 class Environment(Base):
+    """A named runtime of a project's batch runs; its versions are immutable."""
+
     __tablename__ = "environment"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255))
 
 
 class EnvironmentVersion(Base):
+    """An immutable runtime: image reference (pinned when it carries ``@sha256:``), the
+    Python lock file (content and its sha256; "" when there is none) and a resource
+    template {cpu, memory_mb, gpu_count, gpu_type}. See ``services.environments``."""
+
     __tablename__ = "environment_version"
     __table_args__ = (UniqueConstraint("environment_id", "version"),)
 
@@ -450,7 +459,13 @@ class EnvironmentVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     image: Mapped[str] = mapped_column(String(512))
     lock_digest: Mapped[str] = mapped_column(String(71), default="")
+    lock_content: Mapped[str] = mapped_column(Text, default="")
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+
+    environment: Mapped[Environment] = relationship()
 
 
 class PipelineRun(Base):
@@ -514,6 +529,73 @@ class Run(Base):
     created_by: Mapped[str] = mapped_column(String(255))
 
     experiment: Mapped[Experiment] = relationship()
+
+
+RUN_FAILURE_KINDS = ("user", "timeout", "infrastructure", "setup")
+
+
+class RunJob(Base):
+    """The execution side of a batch run (``Run.kind == "batch"``): what to run and where it is.
+
+    ``Run.status`` stays the one status (queued → starting → running → succeeded |
+    failed | cancelled); this row holds the submission (command, environment version,
+    inputs, retry policy) and the scheduler's state (attempt, backoff, executor handle,
+    heartbeat). ``attempt`` fences the runner: reports of an older attempt are refused.
+    """
+
+    __tablename__ = "run_job"
+    __table_args__ = (Index("ix_run_job_queue", "state", "next_attempt_at"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    #: the queue's copy of the run status, kept in step with ``Run.status`` (one index serves the queue)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    command: Mapped[list[str]] = mapped_column(JSON)
+    git_ref: Mapped[str] = mapped_column(String(255), default="")
+    environment_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("environment_version.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    #: [{"name", "version", "version_id", "digest"}] as resolved at submission
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    production: Mapped[bool] = mapped_column(Boolean, default=False)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    infra_retries: Mapped[int] = mapped_column(Integer, default=3)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    user_failures: Mapped[int] = mapped_column(Integer, default=0)
+    infra_failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    executor: Mapped[str] = mapped_column(String(64), default="")
+    handle: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: set once the executor's resources of a finished (or abandoned) attempt are freed
+    released: Mapped[bool] = mapped_column(Boolean, default=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failure_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    run: Mapped[Run] = relationship()
+    environment_version: Mapped[EnvironmentVersion | None] = relationship()
+
+
+class RunLogChunk(Base):
+    """A chunk of a batch run's output (stdout and stderr merged), in order of ``id``."""
+
+    __tablename__ = "run_log_chunk"
+    __table_args__ = (Index("ix_run_log_chunk_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class RunParam(Base):

@@ -322,3 +322,65 @@ class ModelExportCreate(Strict):
 
 class ExportManifestUpload(Strict):
     size: int = Field(ge=1, le=64 * 1024 * 1024, description="the exact size in bytes of manifest.json")
+
+
+# --- environments and batch runs ------------------------------------------------------------
+
+ENVIRONMENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+CommandArg = Annotated[str, Field(max_length=8192)]
+ParamValue = Annotated[str, Field(max_length=6000)]
+
+
+class EnvironmentCreate(Strict):
+    name: str = Field(pattern=ENVIRONMENT_NAME_PATTERN, description="1–128 letters, digits, '.', '_' or '-'")
+    description: str = Field(default="", max_length=4000)
+
+
+class EnvironmentVersionCreate(Strict):
+    image: str = Field(
+        min_length=1,
+        max_length=512,
+        description="image reference; pinned when it names a digest: registry/name:tag@sha256:<64 hex>",
+    )
+    lock_file: str = Field(
+        default="", max_length=512 * 1024, description="content of the Python lock file (pip requirements with hashes)"
+    )
+    resources: dict[str, Any] = Field(
+        default_factory=dict, description="{cpu, memory_mb, gpu_count, gpu_type}; all optional"
+    )
+    description: str = Field(default="", max_length=4000)
+
+
+class RunSubmit(Strict):
+    repo: str = Field(min_length=1, max_length=1024, description="git URL of the code (https, ssh or git)")
+    commit: str = Field(
+        min_length=1, max_length=255, description="a 40-hex commit SHA, or a branch or tag resolved once to its SHA"
+    )
+    command: list[CommandArg] = Field(min_length=1, max_length=256, description="the command and its arguments")
+    environment: str | None = Field(default=None, max_length=200, description="NAME:VERSION of an environment")
+    datasets: list[str] = Field(default_factory=list, max_length=50, description="input datasets as NAME:VERSION")
+    params: dict[str, ParamValue] = Field(default_factory=dict, max_length=100)
+    tags: TagMap = Field(default_factory=dict)
+    experiment: str | None = Field(default=None, min_length=1, max_length=256, description="experiment name (default: Default)")
+    name: str = Field(default="", max_length=250)
+    priority: int = Field(default=0, ge=-100, le=100, description="higher runs first within the project's queue")
+    retries: int = Field(default=0, ge=0, le=20, description="retries after the code fails (non-zero exit, timeout)")
+    infra_retries: int | None = Field(
+        default=None, ge=0, le=20, description="retries after infrastructure failures (default: the server's setting)"
+    )
+    timeout_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+    production: bool = Field(
+        default=False, description="refuse unless the code, environment and data are all pinned (422 lists what is not)"
+    )
+
+
+class RunReport(Strict):
+    attempt: int = Field(ge=1)
+    state: Literal["running", "heartbeat", "exited", "setup_failed"]
+    exit_code: int | None = Field(default=None, ge=-255, le=255)
+    message: str = Field(default="", max_length=4000)
+
+
+class RunLogAppend(Strict):
+    attempt: int = Field(ge=1)
+    text: str = Field(max_length=512 * 1024)

@@ -253,6 +253,93 @@ class Client:
     def artifact_url(self, project: str, run_id: str, path: str) -> dict:
         return self.request("GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts/download", params={"path": path})
 
+    # --- environments and batch runs -------------------------------------------------------
+
+    def list_environments(self, project: str) -> list[dict]:
+        return list(self.paginate(f"/projects/{_seg(project)}/environments"))
+
+    def create_environment(self, project: str, name: str, description: str = "") -> dict:
+        body = {"name": name, "description": description}
+        return self.request("POST", f"/projects/{_seg(project)}/environments", json_body=body)
+
+    def get_environment(self, project: str, name: str) -> dict:
+        return self.request("GET", f"/projects/{_seg(project)}/environments/{_seg(name)}")
+
+    def list_environment_versions(self, project: str, name: str) -> list[dict]:
+        return list(self.paginate(f"/projects/{_seg(project)}/environments/{_seg(name)}/versions"))
+
+    def add_environment_version(
+        self,
+        project: str,
+        name: str,
+        image: str,
+        lock_file: str = "",
+        resources: dict[str, Any] | None = None,
+        description: str = "",
+    ) -> dict:
+        body = {"image": image, "lock_file": lock_file, "resources": resources or {}, "description": description}
+        return self.request("POST", f"/projects/{_seg(project)}/environments/{_seg(name)}/versions", json_body=body)
+
+    def get_environment_version(self, project: str, name: str, version: str | int) -> dict:
+        return self.request("GET", f"/projects/{_seg(project)}/environments/{_seg(name)}/versions/{_seg(str(version))}")
+
+    def submit_run(
+        self,
+        project: str,
+        repo: str,
+        commit: str,
+        command: list[str],
+        *,
+        environment: str | None = None,
+        datasets: list[str] | None = None,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        experiment: str | None = None,
+        name: str = "",
+        priority: int = 0,
+        retries: int = 0,
+        infra_retries: int | None = None,
+        timeout_seconds: int | None = None,
+        production: bool = False,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Queue a batch run; the same `idempotency_key` sent again returns the same run."""
+        body: dict[str, Any] = {
+            "repo": repo,
+            "commit": commit,
+            "command": list(command),
+            "datasets": list(datasets or []),
+            "params": dict(params or {}),
+            "tags": dict(tags or {}),
+            "name": name,
+            "priority": priority,
+            "retries": retries,
+            "production": production,
+        }
+        for key, value in (
+            ("environment", environment),
+            ("experiment", experiment),
+            ("infra_retries", infra_retries),
+            ("timeout_seconds", timeout_seconds),
+        ):
+            if value is not None:
+                body[key] = value
+        return self.request(
+            "POST", f"/projects/{_seg(project)}/runs/submit", json_body=body, idempotency_key=idempotency_key
+        )
+
+    def run_job(self, project: str, run_id: str) -> dict:
+        return self.request("GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/job")
+
+    def cancel_run(self, project: str, run_id: str) -> dict:
+        return self.request("POST", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/cancel")
+
+    def run_logs(self, project: str, run_id: str, after: int = 0, limit: int = 500) -> dict:
+        """Output after chunk `after`: {items, next, status, attempt, truncated}."""
+        return self.request(
+            "GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/logs", params={"after": after, "limit": limit}
+        )
+
     # --- role mappings (platform admins) --------------------------------------------------
 
     def list_role_mappings(self) -> list[dict]:

@@ -15,6 +15,10 @@ stores it once, so points are neither lost nor duplicated. Params and tags are
 sent at once, so a conflicting param fails where it is logged.
 
 The project comes from ``start_run(project=...)`` or ``$ANIMUS_PROJECT``.
+
+Inside a batch run (``animus runs submit``) the runner sets ``$ANIMUS_RUN_ID``:
+``start_run()`` and the module-level ``log_*`` functions then log into that run,
+and ending it only flushes (the runner reports how the run ended).
 """
 
 from __future__ import annotations
@@ -183,6 +187,8 @@ class Run:
         self._sender = _MetricSender(self)
         self._sender.start()
         self._ended = False
+        #: the batch run this process runs in (ANIMUS_RUN_ID): its runner ends it, not we
+        self.attached = False
 
     def __repr__(self) -> str:
         return f"<animus Run {self.id} project={self.project!r} name={self.name!r}>"
@@ -280,9 +286,10 @@ class Run:
         finally:
             self._ended = True
             self._sender.queue.put(None)
-            self.client.request(
-                "PATCH", f"/projects/{_seg(self.project)}/runs/{self.id}", json_body={"status": status}
-            )
+            if not self.attached:
+                self.client.request(
+                    "PATCH", f"/projects/{_seg(self.project)}/runs/{self.id}", json_body={"status": status}
+                )
 
     def info(self) -> dict[str, Any]:
         """The run as the API has it now (params, tags, latest metrics)."""
@@ -356,6 +363,11 @@ def start_run(
     Inside a git checkout the run records the repository URL, the commit SHA and a
     digest of uncommitted changes.
     """
+    batch_run = _attach_batch_run(client)
+    if batch_run is not None:
+        if tags:
+            batch_run.set_tags(tags)
+        return _RunContext(batch_run)
     client = client or Client()
     project = _project(project)
     body: dict[str, Any] = {"name": name, "tags": {k: str(v) for k, v in (tags or {}).items()}}
@@ -372,7 +384,28 @@ def start_run(
     return _RunContext(run)
 
 
+def _attach_batch_run(client: Client | None = None) -> Run | None:
+    """The batch run named by $ANIMUS_RUN_ID (set by animus-runner), made the active run once."""
+    run_id = os.environ.get("ANIMUS_RUN_ID")
+    if not run_id:
+        return None
+    with _lock:
+        for run in _active:
+            if run.id == run_id:
+                return run
+    client = client or Client()
+    project = _project(None)
+    data = client.request("GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}")
+    run = Run(client, project, data)
+    run.attached = True
+    with _lock:
+        _active.append(run)
+    return run
+
+
 def active_run() -> Run | None:
+    if not _active and os.environ.get("ANIMUS_RUN_ID"):
+        return _attach_batch_run()
     return _active[-1] if _active else None
 
 

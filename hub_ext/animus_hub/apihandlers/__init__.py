@@ -2,6 +2,7 @@
 
 from . import (
     audit,
+    batchruns,
     datasets,
     members,
     meta,
@@ -14,7 +15,8 @@ from . import (
     webhooks,
 )
 
-MODULES = [meta, projects, members, tracking, audit, rolemappings, datasets]
+# batchruns before tracking: its /runs/submit must not be taken for /runs/{run_id}
+MODULES = [meta, projects, members, batchruns, tracking, audit, rolemappings, datasets]
 MODULES.append(service_accounts)
 MODULES.append(webhooks)
 MODULES.append(users)

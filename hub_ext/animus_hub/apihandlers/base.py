@@ -121,6 +121,7 @@ class APIHandler(web.RequestHandler):
                 self.db, self.principal, slug, for_update=self.request.method not in ("GET", "HEAD")
             )
             self.role = self.authorizer.authorize(self.db, self.principal, self.action, self.project, slug, grants)
+            self.authorizer.check_run_scope(self.principal, self.action, self.run_scope_id())
             if (
                 self.mutating
                 and self.project.archived_at is not None
@@ -133,6 +134,10 @@ class APIHandler(web.RequestHandler):
             self.authorizer.authorize(self.db, self.principal, self.action)
         if self.request.method == "POST":
             self._check_idempotency()
+
+    def run_scope_id(self) -> str | None:
+        """The run this request is about, for the run-token check (a subclass may find it elsewhere)."""
+        return self.path_kwargs.get("run_id")
 
     @property
     def mutating(self) -> bool:

@@ -192,6 +192,12 @@ class RunAPIHandler(_TrackingHandler):
             details["name"] = {"from": run.name, "to": data.name}
             run.name = data.name
         if data.status is not None:
+            if run.kind == "batch":
+                raise AnimusError(
+                    409,
+                    "batch_run_status",
+                    f"Run {run.id} is a batch run: its runner reports its status; cancel it with POST .../cancel",
+                )
             end = svc.from_epoch_ms(data.end_time) if data.end_time is not None else None
             if svc.set_status(self.db, self.project, run, data.status, end):
                 details["status"] = data.status

@@ -24,6 +24,8 @@ class Principal:
     role: Role | None = None
     token_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    #: for run tokens: the one run this principal may touch
+    run_id: str | None = None
 
     @property
     def key(self) -> str:

@@ -66,7 +66,20 @@ PROJECT_ACTIONS: dict[str, Role] = {
     "promotion_policy:read": Role.viewer,
     "promotion_policy:write": Role.owner,
     "lineage:read": Role.viewer,
+    # batch runs: environments are project definitions anyone may read and contributors
+    # add to; "runs:report" is what a runner does with its run token (status, logs)
+    "environments:read": Role.viewer,
+    "environments:write": Role.contributor,
+    "runs:report": Role.contributor,
 }
+
+# project actions only a run token may perform (a person cannot fake a runner's report)
+RUN_TOKEN_ONLY_ACTIONS = frozenset({"runs:report"})
+# what a run token may do at all: read its project's data and environments, and read and
+# write its own run (``check_run_scope`` compares the run in the path)
+RUN_TOKEN_ACTIONS = frozenset(
+    {"project:read", "datasets:read", "environments:read", "experiments:read", "runs:read", "runs:write", "runs:report"}
+)
 
 # project actions only a human may perform: a token cannot create service accounts or
 # mint tokens (a leaked token could otherwise outlive its own expiry)
@@ -417,9 +430,26 @@ class Authorizer:
             raise AnimusError(
                 403, "forbidden", f"Only people may {action.replace(':', ' ')}, not {principal.kind} tokens", {"action": action}
             )
+        if action in RUN_TOKEN_ONLY_ACTIONS and principal.kind != "run":
+            raise AnimusError(
+                403, "forbidden", f"Only a run's own runner may {action.replace(':', ' ')}", {"action": action}
+            )
+        if principal.kind == "run" and action not in RUN_TOKEN_ACTIONS:
+            raise AnimusError(403, "forbidden", f"A run token may not {action.replace(':', ' ')}", {"action": action})
         if not scope_allows(principal, action):
             raise insufficient_scope(principal, action)
         return role
+
+    @staticmethod
+    def check_run_scope(principal: Principal, action: str, run_id: str | None) -> None:
+        """A run token touches runs only through its own run's paths: any other run is 404, a
+        run listing or a new run is refused."""
+        if principal.kind != "run" or not action.startswith("runs:"):
+            return
+        if run_id is None:
+            raise AnimusError(403, "forbidden", "A run token may act only on its own run", {"action": action})
+        if run_id != principal.run_id:
+            raise AnimusError(404, "run_not_found", f"Run {run_id!r} not found")
 
 
 def unauthenticated() -> AnimusError:

@@ -74,6 +74,8 @@ def principal_for_token(session: Session, value: str) -> Principal | None:
     now = utcnow()
     if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
         return None
+    if token.kind == "run" and token.run_id is None:
+        return None  # a run token names its run; one that does not is good for nothing
     if token.kind == "service_account":
         sa = token.service_account
         if sa is None or sa.disabled_at is not None:
@@ -91,4 +93,5 @@ def principal_for_token(session: Session, value: str) -> Principal | None:
         role=role,
         token_id=prefix,
         scopes=frozenset(token.scopes or []),
+        run_id=token.run_id if token.kind == "run" else None,
     )

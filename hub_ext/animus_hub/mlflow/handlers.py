@@ -65,6 +65,17 @@ class MLflowHandler(APIHandler):
     def error_response(self, error: AnimusError) -> tuple[int, dict[str, Any]]:
         return mlflow_error(error)
 
+    def run_scope_id(self) -> str | None:
+        """MLflow names the run in the query or body, not the path."""
+        if self.principal.kind != "run":
+            return None
+        try:
+            args = self.args()
+        except AnimusError:
+            return None
+        value = args.get("run_id") or args.get("run_uuid")
+        return value if isinstance(value, str) else None
+
     # --- requests -------------------------------------------------------------------
 
     def args(self) -> dict[str, Any]:
@@ -329,7 +340,9 @@ class RunUpdateHandler(MLflowHandler):
         if name and name != run.name:
             details["name"] = {"from": run.name, "to": name}
             _rename(self.db, run, name)
-        if args.get("status") not in (None, ""):
+        # a batch run's status is its runner's to report: MLflow code inside it that ends
+        # "its" run (mlflow.end_run at exit) must not end it early, so the status is ignored
+        if args.get("status") not in (None, "") and run.kind != "batch":
             status = p.run_status(args["status"])
             end = p.optional_int(args, "end_time", 0)
             if svc.set_status(self.db, self.project, run, status, svc.from_epoch_ms(end) if end else None):

@@ -40,6 +40,8 @@ def api_command(f: Callable) -> Callable:
             click.echo(f"error: {e.message} [{e.status} {e.reason}]", err=True)
             for item in e.details.get("errors", [])[:10]:
                 click.echo(f"  {item.get('field')}: {item.get('message')}", err=True)
+            for item in e.details.get("missing", [])[:20]:
+                click.echo(f"  missing: {item}", err=True)
             sys.exit(1)
 
     return wrapper
@@ -427,10 +429,18 @@ def _metric_text(m: dict | None) -> str:
 @click.option("-o", "--order-by", multiple=True, help="e.g. 'metrics.acc DESC' (repeatable).")
 @click.option("-n", "--limit", type=int, default=50, show_default=True, help="At most this many runs.")
 @click.option("-m", "--metric", "metrics", multiple=True, help="Show this metric's latest value as a column (repeatable).")
+@click.option("-s", "--status", "statuses", multiple=True, help="Only runs with this status, e.g. queued, running, failed (repeatable).")
+@click.option("-k", "--kind", type=click.Choice(["batch", "interactive"]), default=None, help="Only batch (submitted) or interactive runs.")
 @json_option
 @api_command
-def runs_ls(project: str, experiment_ids: tuple[str, ...], filter_: str, order_by: tuple[str, ...], limit: int, metrics: tuple[str, ...], as_json: bool) -> None:
+def runs_ls(project: str, experiment_ids: tuple[str, ...], filter_: str, order_by: tuple[str, ...], limit: int, metrics: tuple[str, ...], statuses: tuple[str, ...], kind: str | None, as_json: bool) -> None:
     """Search the runs of a project (newest first unless --order-by says otherwise)."""
+    clauses = [f"({filter_})"] if filter_ else []
+    if statuses:
+        clauses.append("attributes.status in (" + ", ".join(f"'{s}'" for s in statuses) + ")")
+    if kind:
+        clauses.append(f"attributes.kind = '{kind}'")
+    filter_ = " and ".join(clauses)
     items = list(_client().search_runs(project, filter_, list(order_by), list(experiment_ids), limit=limit))
     if as_json:
         print_json(items)
@@ -579,6 +589,7 @@ def audit_verify(path: str | None) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+from . import batch as _batch  # noqa: E402, F401 (registers `animus runs submit/logs/cancel/job` and `animus environments`)
 from . import datasets as _datasets  # noqa: E402, F401 (registers `animus datasets`; it imports helpers from here)
 from . import models as _models  # noqa: E402, F401 (registers `animus models`)
 from . import service_accounts as _service_accounts  # noqa: E402, F401 (registers `animus service-accounts`)
