@@ -191,6 +191,8 @@ class Bench:
             "ANIMUS_API_URL": stack.api_url,
             "ANIMUS_TOKEN": token,
             "ANIMUS_CONFIG_DIR": str(self.tmp / f"animus-config-{label}"),
+            # the client's hash cache (like DVC's state database, kept in the temp directory)
+            "ANIMUS_CACHE_DIR": str(self.tmp / f"animus-cache-{label}"),
             "PYTHONUNBUFFERED": "1",
         }
         return {"stack": stack, "env": env}

@@ -17,6 +17,17 @@ PG_ADMIN_DSN = os.environ.get("ANIMUS_TEST_PG", "postgresql://postgres@127.0.0.1
 BACKENDS = ["sqlite", "postgresql"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_client_cache(tmp_path_factory) -> Iterator[None]:
+    """The SDK's hash cache (``animus.hashcache``) goes to a test directory, not the user's cache."""
+    old = os.environ.get("ANIMUS_CACHE_DIR")
+    os.environ["ANIMUS_CACHE_DIR"] = str(tmp_path_factory.mktemp("animus-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ANIMUS_CACHE_DIR", None)
+    else:
+        os.environ["ANIMUS_CACHE_DIR"] = old
+
 
 def create_pg_database() -> tuple[str, str]:
     name = f"animus_test_{uuid.uuid4().hex[:12]}"

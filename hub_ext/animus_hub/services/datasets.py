@@ -52,7 +52,7 @@ from ..orm import (
 )
 from ..storage.base import ObjectStore
 from . import dataset_profiles as profiles
-from .blobs import blob_key
+from .blobs import blob_key, upload_plan
 from .pagination import page
 from .projects import iso
 
@@ -646,8 +646,14 @@ async def missing_blobs(
     limit: int,
     cursor: str | None,
     expires: int,
+    local: bool = False,
+    batch: bool = False,
 ) -> dict[str, Any]:
-    """One page of the upload's blobs (ordered by sha256) with presigned PUTs for those not in storage."""
+    """One page of the upload's blobs (ordered by sha256) with presigned uploads for those not in storage.
+
+    `local` and `batch`: see ``blobs.upload_plan``; batch uploads are listed apart
+    (``batches``), so a client that does not ask for them sees the same page as before.
+    """
     after = _decode_sha_cursor(cursor)
     rows = session.execute(
         select(DatasetFile.sha256, func.max(DatasetFile.size))
@@ -662,17 +668,10 @@ async def missing_blobs(
     known = _known_blobs(session, project_id, list(blobs))
     unknown = {sha: size for sha, size in blobs.items() if sha not in known}
     missing, wrong = await _absent(store, project_id, unknown)
-    uploads = [
-        {
-            "sha256": sha,
-            "size": blobs[sha],
-            "url": store.presign_put(blob_key(project_id, sha), expires, content_length=blobs[sha], sha256=sha),
-            "headers": store.upload_headers(sha),
-        }
-        for sha in missing
-    ]
+    uploads, batches = upload_plan(store, project_id, {sha: blobs[sha] for sha in missing}, expires, local, batch)
     return {
         "items": uploads,
+        "batches": batches,
         "present": len(blobs) - len(missing) - len(wrong),
         "wrong_size": wrong,
         "expires_in": expires,
