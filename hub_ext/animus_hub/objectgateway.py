@@ -415,6 +415,7 @@ class BatchWriter:
             self._remaining -= take
             if self._remaining == 0:
                 self._end_object()
+                self._start_next()
 
     def _begin(self, header: bytes) -> None:
         if not hmac.compare_digest(hashlib.sha256(header).hexdigest(), self.header_sha256 or ""):
@@ -449,7 +450,6 @@ class BatchWriter:
             self._tmp.unlink(missing_ok=True)
             self.rejected.append({"key": key, "reason": "sha256_mismatch", "expected": expected, "actual": digest})
         self._current, self._file, self._tmp = None, None, None
-        self._start_next()
 
     def abort(self) -> None:
         """Remove every temp file (the object being written and the complete ones not published)."""
