@@ -22,7 +22,6 @@ Restricted datasets: ``can_read`` is the one check, applied by ``find_dataset``
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -615,14 +614,10 @@ def _known_blobs(session: Session, project_id: int, shas: Sequence[str]) -> dict
 
 async def _absent(store: ObjectStore, project_id: int, blobs: dict[str, int]) -> tuple[list[str], list[str]]:
     """(missing, wrong_size) among `blobs` (sha256 → expected size), with bounded concurrent HEADs."""
-    gate = asyncio.Semaphore(HEAD_CONCURRENCY)
-
-    async def check(sha: str) -> tuple[str, Any]:
-        async with gate:
-            return sha, await store.head(blob_key(project_id, sha))
-
+    shas = list(blobs)
+    infos = await store.head_many([blob_key(project_id, sha) for sha in shas], HEAD_CONCURRENCY)
     missing, wrong = [], []
-    for sha, info in await asyncio.gather(*(check(sha) for sha in blobs)):
+    for sha, info in zip(shas, infos, strict=True):
         if info is None:
             missing.append(sha)
         elif info.size != blobs[sha]:

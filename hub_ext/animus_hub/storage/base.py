@@ -230,6 +230,16 @@ class ObjectStore(LoggingConfigurable, metaclass=_ABCTraitsMeta):
     async def exists(self, key: str) -> bool:
         return await self.head(key) is not None
 
+    async def head_many(self, keys: Sequence[str], concurrency: int = 32) -> list[ObjectInfo | None]:
+        """`head` of each key, in order, with at most `concurrency` requests at a time."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(key: str) -> ObjectInfo | None:
+            async with gate:
+                return await self.head(key)
+
+        return list(await asyncio.gather(*(one(k) for k in keys)))
+
     @abstractmethod
     async def delete(self, key: str) -> None:
         """Delete the object; deleting a missing object is not an error (as in S3)."""

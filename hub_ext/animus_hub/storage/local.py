@@ -462,6 +462,12 @@ class LocalObjectStore(ObjectStore):
         validate_key(key)
         return await self.run_in_thread(self._stat, key)
 
+    async def head_many(self, keys: Sequence[str], concurrency: int = 32) -> list[ObjectInfo | None]:
+        # a stat is microseconds: one thread call for the lot, not a thread hop per key
+        for key in keys:
+            validate_key(key)
+        return await self.run_in_thread(lambda: [self._stat(k) for k in keys])
+
     async def delete(self, key: str) -> None:
         validate_key(key)
         await self.run_in_thread(self._delete, key)
