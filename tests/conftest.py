@@ -16,6 +16,17 @@ from stack import STACK_API_CONFIG, HubStack
 BACKENDS = ["sqlite", "postgresql"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_client_cache(tmp_path_factory) -> Iterator[None]:
+    """The SDK's hash cache (``animus.hashcache``) goes to a test directory, not the user's cache."""
+    old = os.environ.get("ANIMUS_CACHE_DIR")
+    os.environ["ANIMUS_CACHE_DIR"] = str(tmp_path_factory.mktemp("animus-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ANIMUS_CACHE_DIR", None)
+    else:
+        os.environ["ANIMUS_CACHE_DIR"] = old
+
 
 @pytest.fixture
 def fresh_db_url(backend, tmp_path) -> Iterator[str]:

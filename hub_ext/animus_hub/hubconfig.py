@@ -109,6 +109,10 @@ def objects_environment(s: EmbeddedSettings) -> dict[str, str]:
         "ANIMUS_OBJECTS_ROOT": str(data / "objects"),
         "ANIMUS_OBJECTS_SIGNING_KEY_FILE": str(data / "secrets" / "objects_signing_key"),
         "ANIMUS_OBJECTS_URL": s.public_url + OBJECTS_PREFIX.rstrip("/"),
+        # the gateway's own port: every process of the embedded profile runs on this
+        # machine, so uploads from here skip a hop through the proxy (the URL's
+        # signature is the access control either way)
+        "ANIMUS_OBJECTS_DIRECT_URL": f"http://127.0.0.1:{s.objects_port}" + OBJECTS_PREFIX.rstrip("/"),
     }
 
 

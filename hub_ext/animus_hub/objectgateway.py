@@ -39,9 +39,12 @@ from ._version import __version__
 from .errors import AnimusError, not_found
 from .logsetup import configure_logging
 from .storage.base import SHA256_HEADER, content_disposition, sha256_from_base64, validate_key
-from .storage.local import LocalObjectStore
+from .storage.local import MAX_BATCH_HEADER, LocalObjectStore, fsync_dir, fsync_file, parse_batch_header
 
 READ_CHUNK = 256 * 1024
+#: bytes per socket read and per data_received call (tornado's default, 64 KiB, costs a
+#: thread hop and a write per 64 KiB of upload)
+BODY_CHUNK = 1024 * 1024
 #: bodies of anything but an object upload (there should be none) stay small
 SMALL_BODY = 64 * 1024
 #: uploads left behind by a crash are removed at start-up after this long
@@ -127,6 +130,47 @@ class GatewayHandler(web.RequestHandler):
         self.write_json(error.to_json())
 
 
+def verify_presigned(handler: GatewayHandler, key: str, wanted: str) -> dict[str, Any]:
+    """The signed fields of a presigned request for `key` and method `wanted`, or a 403."""
+    args = {name: handler.get_query_argument(name, None) for name in ("m", "exp", "sig", "len", "sha256", "fn")}
+    if not (args["m"] and args["exp"] and args["sig"]):
+        raise signature_error("signature_missing", "This URL carries no signature: ask the API for a presigned URL")
+    try:
+        expires = int(args["exp"])
+        length = int(args["len"]) if args["len"] is not None else None
+    except ValueError:
+        raise signature_error("signature_invalid", "The URL's signature does not match") from None
+    signed = {
+        "method": args["m"],
+        "key": key,
+        "expires": expires,
+        "content_length": length,
+        "sha256": args["sha256"],
+        "filename": args["fn"],
+    }
+    if not handler.store.signer.verify(args["sig"], **signed):
+        raise signature_error("signature_invalid", "The URL's signature does not match")
+    if signed["method"] != wanted:
+        raise signature_error("signature_invalid", f"This URL was signed for {signed['method']}, not {wanted}")
+    if expires < time.time():
+        raise signature_error("url_expired", "This URL has expired: ask the API for a new one")
+    return signed
+
+
+def check_declared_length(handler: GatewayHandler, signed_length: int | None, limit: int) -> None:
+    """Refuse, before reading the body, a Content-Length other than the signed one or above `limit`."""
+    declared = handler.request.headers.get("Content-Length")
+    if signed_length is not None and (declared is None or declared.strip() != str(signed_length)):
+        raise AnimusError(
+            403,
+            "content_length_mismatch",
+            f"This URL was signed for a body of {signed_length} bytes",
+            {"expected": signed_length, "actual": declared},
+        )
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise AnimusError(413, "object_too_large", f"Uploads are limited to {limit} bytes", {"limit": limit})
+
+
 class HealthHandler(GatewayHandler):
     def get(self) -> None:
         self.write_json({"status": "ok", "version": __version__})
@@ -158,44 +202,12 @@ class ObjectHandler(GatewayHandler):
             await self.begin_upload()
 
     def check_signature(self) -> dict[str, Any]:
-        args = {name: self.get_query_argument(name, None) for name in ("m", "exp", "sig", "len", "sha256", "fn")}
-        if not (args["m"] and args["exp"] and args["sig"]):
-            raise signature_error("signature_missing", "This URL carries no signature: ask the API for a presigned URL")
-        try:
-            expires = int(args["exp"])
-            length = int(args["len"]) if args["len"] is not None else None
-        except ValueError:
-            raise signature_error("signature_invalid", "The URL's signature does not match") from None
-        signed = {
-            "method": args["m"],
-            "key": self.key,
-            "expires": expires,
-            "content_length": length,
-            "sha256": args["sha256"],
-            "filename": args["fn"],
-        }
-        if not self.store.signer.verify(args["sig"], **signed):
-            raise signature_error("signature_invalid", "The URL's signature does not match")
         wanted = "GET" if self.request.method in ("GET", "HEAD") else "PUT"
-        if signed["method"] != wanted:
-            raise signature_error("signature_invalid", f"This URL was signed for {signed['method']}, not {wanted}")
-        if expires < time.time():
-            raise signature_error("url_expired", "This URL has expired: ask the API for a new one")
-        return signed
+        return verify_presigned(self, self.key, wanted)
 
     async def begin_upload(self) -> None:
         limit = self.settings["max_upload_size"]
-        declared = self.request.headers.get("Content-Length")
-        signed_length = self.signed["content_length"]
-        if signed_length is not None and (declared is None or declared.strip() != str(signed_length)):
-            raise AnimusError(
-                403,
-                "content_length_mismatch",
-                f"This URL was signed for a body of {signed_length} bytes",
-                {"expected": signed_length, "actual": declared},
-            )
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise AnimusError(413, "object_too_large", f"Uploads are limited to {limit} bytes", {"limit": limit})
+        check_declared_length(self, self.signed["content_length"], limit)
         self.expected_sha256 = self.signed["sha256"]
         header = self.request.headers.get(SHA256_HEADER)
         if header is not None:
@@ -335,6 +347,228 @@ class ObjectHandler(GatewayHandler):
             await self.store.run_in_thread(f.close)
 
 
+class BatchWriter:
+    """Splits a batch upload's body into its objects: temp files, each hashed as it is written.
+
+    Blocking: `feed` runs in the store's threads, one call at a time (the handler's
+    lock). Objects whose bytes do not have their listed sha256 are dropped at once;
+    the good ones wait, complete, in temp files until `publish`.
+    """
+
+    def __init__(self, store: LocalObjectStore, length: int, header_sha256: str) -> None:
+        self.store = store
+        self.length = length
+        self.header_sha256 = header_sha256
+        self.received = 0
+        self.error: AnimusError | None = None
+        self._header = bytearray()
+        self.objects: list[tuple[str, int, str]] | None = None
+        self._next = 0
+        self._current: tuple[str, int, str] | None = None
+        self._remaining = 0
+        self._tmp: Path | None = None
+        self._file: IO[bytes] | None = None
+        self._hash: Any = None
+        #: (temp file, key, size, sha256) of the objects whose bytes matched
+        self.good: list[tuple[Path, str, int, str]] = []
+        self.rejected: list[dict[str, Any]] = []
+
+    @property
+    def complete(self) -> bool:
+        return self.objects is not None and self._current is None and self._next == len(self.objects)
+
+    def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.error is not None:
+            return  # the rest of the body is read and dropped: the answer is already decided
+        try:
+            self._feed(memoryview(chunk))
+        except AnimusError as e:
+            self.error = e
+            self.abort()
+        except OSError:
+            log.exception("Batch upload failed writing to the store")
+            self.error = AnimusError(500, "storage_error", "The object store could not write the upload")
+            self.abort()
+
+    def _feed(self, view: memoryview) -> None:
+        pos = 0
+        if self.objects is None:
+            end = bytes(view[: MAX_BATCH_HEADER + 1]).find(b"\n")
+            if end < 0:
+                self._header += view
+                if len(self._header) > MAX_BATCH_HEADER:
+                    raise AnimusError(400, "invalid_batch", "The batch header is longer than the gateway reads")
+                return
+            self._header += view[: end + 1]
+            pos = end + 1
+            self._begin(bytes(self._header))
+        while pos < len(view):
+            if self._current is None:
+                raise AnimusError(400, "invalid_batch", "The body is longer than its objects")
+            take = min(self._remaining, len(view) - pos)
+            piece = view[pos : pos + take]
+            assert self._file is not None  # noqa: S101 (opened with the object)
+            self._file.write(piece)
+            self._hash.update(piece)
+            pos += take
+            self._remaining -= take
+            if self._remaining == 0:
+                self._end_object()
+                self._start_next()
+
+    def _begin(self, header: bytes) -> None:
+        if not hmac.compare_digest(hashlib.sha256(header).hexdigest(), self.header_sha256 or ""):
+            raise signature_error("signature_invalid", "The batch's object list is not the one the URL was signed for")
+        self.objects = parse_batch_header(header.rstrip(b"\n"))
+        total = len(header) + sum(size for _, size, _ in self.objects)
+        if total != self.length:
+            raise AnimusError(400, "invalid_batch", "The batch's objects do not add up to the signed length")
+        self._start_next()
+
+    def _start_next(self) -> None:
+        assert self.objects is not None  # noqa: S101
+        while self._next < len(self.objects):
+            self._current = self.objects[self._next]
+            self._next += 1
+            self._remaining = self._current[1]
+            self._tmp, self._file = self.store.open_temp()
+            self._hash = hashlib.sha256()
+            if self._remaining > 0:
+                return
+            self._end_object()  # an empty object is complete at once
+        self._current = None
+
+    def _end_object(self) -> None:
+        assert self._current is not None and self._file is not None and self._tmp is not None  # noqa: S101
+        key, size, expected = self._current
+        self._file.close()
+        digest = self._hash.hexdigest()
+        if hmac.compare_digest(digest, expected):
+            self.good.append((self._tmp, key, size, digest))
+        else:
+            self._tmp.unlink(missing_ok=True)
+            self.rejected.append({"key": key, "reason": "sha256_mismatch", "expected": expected, "actual": digest})
+        self._current, self._file, self._tmp = None, None, None
+
+    def abort(self) -> None:
+        """Remove every temp file (the object being written and the complete ones not published)."""
+        _remove(self._file, self._tmp)
+        self._current, self._file, self._tmp = None, None, None
+        for tmp, *_ in self.good:
+            tmp.unlink(missing_ok=True)
+        self.good = []
+
+    async def publish(self) -> list[dict[str, Any]]:
+        """Make the good objects durable and visible; returns what was stored.
+
+        A published object must be complete after a crash, and fsync per object
+        (file, then its directory) costs a disk flush each: thousands per batch.
+        So, per batch: every temp file is fsynced (in parallel, so the filesystem
+        can group the flushes) before any is renamed, then the renames, then each
+        directory they touched is fsynced once, then the answer. A crash before a
+        directory's fsync can only lose a rename (the object is missing and is
+        asked for again); it can never leave a visible object with missing bytes.
+        """
+        store = self.store
+        await asyncio.gather(*(store.run_in_thread(fsync_file, tmp) for tmp, *_ in self.good))
+        stored, dirs = await store.run_in_thread(self._rename_all)
+        await asyncio.gather(*(store.run_in_thread(fsync_dir, d) for d in dirs))
+        return stored
+
+    def _rename_all(self) -> tuple[list[dict[str, Any]], set[Path]]:
+        stored: list[dict[str, Any]] = []
+        dirs: set[Path] = set()
+        for tmp, key, size, digest in self.good:
+            try:
+                dst = self.store.publish(tmp, key, sync_dir=False)
+            except AnimusError as e:
+                self.rejected.append({"key": key, "reason": e.reason, "expected": digest})
+                continue
+            dirs.add(dst.parent)
+            stored.append({"key": key, "size": size, "sha256": digest})
+        self.good = []
+        return stored, dirs
+
+
+@web.stream_request_body
+class BatchUploadHandler(GatewayHandler):
+    """POST /batch with a presigned query string: many small objects in one request.
+
+    The body is the signed object list (`storage.local.batch_header`: one JSON line
+    of [key, size, sha256]) followed by the objects' bytes back to back. Each object
+    is stored only if its bytes have its sha256; the answer lists what was stored
+    and, as a 400 `sha256_mismatch`, what was not. A body cut short stores nothing.
+    """
+
+    SUPPORTED_METHODS = ("POST",)
+
+    _lock: asyncio.Lock | None = None
+    _writer: BatchWriter | None = None
+
+    async def prepare(self) -> None:
+        signed = verify_presigned(self, "", "BATCH")
+        if signed["content_length"] is None or not signed["sha256"]:
+            raise signature_error("signature_invalid", "This URL was not signed for a batch upload")
+        limit = self.settings["max_upload_size"]
+        check_declared_length(self, signed["content_length"], limit)
+        self.request.connection.set_max_body_size(limit)
+        self._lock = asyncio.Lock()
+        self._writer = BatchWriter(self.store, signed["content_length"], signed["sha256"])
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._lock is None:
+            return
+        async with self._lock:
+            if self._writer is not None:
+                await self.store.run_in_thread(self._writer.feed, chunk)
+
+    async def post(self) -> None:
+        assert self._lock is not None  # noqa: S101 (prepare ran)
+        async with self._lock:
+            writer, self._writer = self._writer, None
+        assert writer is not None  # noqa: S101
+        try:
+            if writer.error is not None:
+                raise writer.error
+            if writer.received != writer.length or not writer.complete:
+                raise AnimusError(
+                    400,
+                    "content_length_mismatch",
+                    f"The body has {writer.received} bytes, not the signed {writer.length}",
+                    {"expected": writer.length, "actual": writer.received},
+                )
+            stored = await writer.publish()
+        except BaseException:
+            await self.store.run_in_thread(writer.abort)
+            raise
+        if writer.rejected:
+            raise AnimusError(
+                400,
+                "sha256_mismatch",
+                f"{len(writer.rejected)} of {len(stored) + len(writer.rejected)} objects were not stored: "
+                "their bytes do not have the listed sha256 (or their key is taken); the others were stored",
+                {"stored": [o["key"] for o in stored], "rejected": writer.rejected},
+            )
+        self.write_json({"stored": stored, "rejected": []})
+
+    async def discard(self) -> None:
+        if self._lock is None:
+            return
+        async with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            await self.store.run_in_thread(writer.abort)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        _in_background(self.discard())
+
+    def on_finish(self) -> None:
+        if self._writer is not None:
+            _in_background(self.discard())
+
+
 def _open_regular(path: Path) -> tuple[IO[bytes], os.stat_result]:
     f = open(path, "rb")  # noqa: SIM115 (closed by the caller)
     st = os.fstat(f.fileno())
@@ -426,6 +660,7 @@ class ObjectGateway(Application):
     def init_tornado_application(self) -> None:
         routes = [
             (self.base_url + "o/(.+)", ObjectHandler),
+            (self.base_url + "batch", BatchUploadHandler),
             (self.base_url + "health", HealthHandler),
         ]
         self.tornado_app = web.Application(
@@ -455,7 +690,7 @@ class ObjectGateway(Application):
     async def serve(self) -> None:
         url = urlparse(self.service_url)
         host, port = url.hostname or "127.0.0.1", url.port or 8091
-        server = HTTPServer(self.tornado_app, xheaders=True, max_body_size=SMALL_BODY)
+        server = HTTPServer(self.tornado_app, xheaders=True, max_body_size=SMALL_BODY, chunk_size=BODY_CHUNK)
         server.listen(port, address=host)
         self.log.info(
             "animus-objects %s listening on %s:%s%s (root %s)", __version__, host, port, self.base_url, self.root

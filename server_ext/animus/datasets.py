@@ -35,9 +35,13 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+
+from animus_hub._version import __version__
 
 from .client import AnimusAPIError, Client
-from .profiling import ProfileError, hash_and_profile, parquet_supported, table_format
+from .hashcache import HashCache, now_ns
+from .profiling import PROFILE_VERSION, ProfileError, hash_and_profile, parquet_supported, table_format
 
 MANIFEST_BATCH = 2000
 #: bytes of manifest entries (profiles included) per request, under the API's 1 MiB body limit
@@ -47,6 +51,8 @@ MAX_PROFILE_BYTES = 256 * 1024
 PAGE = 1000
 HASH_CHUNK = 4 * 1024 * 1024
 DOWNLOAD_CHUNK = 1024 * 1024
+#: bytes per socket write of an upload (urllib3 sends a file body 16 KiB at a time by default)
+UPLOAD_BLOCK = 1024 * 1024
 COMMIT_ATTEMPTS = 3
 
 
@@ -78,10 +84,17 @@ def manifest_digest(entries: list[tuple[str, str, int]]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+_buffers = threading.local()
+
+
 def sha256_file(path: Path, progress: _Progress | None = None) -> str:
     h = hashlib.sha256()
     with path.open("rb", buffering=0) as f:
-        buf = bytearray(HASH_CHUNK)
+        # one buffer per thread: a fresh 4 MiB bytearray per file is zeroed memory each time,
+        # which costs more than hashing a small file
+        buf = getattr(_buffers, "buf", None)
+        if buf is None:
+            buf = _buffers.buf = bytearray(HASH_CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):
             h.update(view[:n])
@@ -402,8 +415,58 @@ def _collect(path: Path) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
+class _BigBlockAdapter(HTTPAdapter):
+    """Sends request bodies UPLOAD_BLOCK bytes per write instead of urllib3's 16 KiB."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        pool_kwargs.setdefault("blocksize", UPLOAD_BLOCK)
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+
+class _BatchBody:
+    """A batch upload's body, read as it is sent: the signed object list, then each file's bytes."""
+
+    def __init__(self, prefix: bytes, parts: list[tuple[Path, int]], bar: _Progress):
+        self._prefix: bytes = prefix
+        self._parts = [(p, n) for p, n in parts if n > 0]
+        self._length = len(prefix) + sum(n for _, n in parts)
+        self._bar = bar
+        self._file: IO[bytes] | None = None
+        self._path: Path | None = None
+        self._left = 0
+
+    def __len__(self) -> int:  # requests sends it as Content-Length
+        return self._length
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            return data
+        while self._file is None:
+            if not self._parts:
+                return b""
+            self._path, self._left = self._parts.pop(0)
+            self._file = self._path.open("rb", buffering=0)
+        want = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._file.read(want)
+        if not data:
+            self.close()
+            raise DatasetError(f"{self._path} changed during the push (it is shorter than when it was hashed)")
+        self._left -= len(data)
+        self._bar.update(len(data))
+        if self._left == 0:
+            self._file.close()
+            self._file = None
+        return data
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class _Uploader:
-    """PUTs blobs with a small pool; one requests.Session per thread."""
+    """PUTs blobs (and batches of small blobs) with a small pool; one requests.Session per thread."""
 
     def __init__(self, workers: int):
         self.workers = max(1, workers)
@@ -413,7 +476,31 @@ class _Uploader:
         s = getattr(self._local, "session", None)
         if s is None:
             s = self._local.session = requests.Session()
+            adapter = _BigBlockAdapter()
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
         return s
+
+    def put_batch(self, batch: dict[str, Any], by_sha: dict[str, Path], bar: _Progress) -> None:
+        """Send several small blobs in one request (``ObjectStore.presign_batch``)."""
+        parts = [(by_sha[b["sha256"]], b["size"]) for b in batch["blobs"]]
+        body = _BatchBody(batch["body_prefix"].encode("utf-8"), parts, bar)
+        try:
+            r = self._session().request(batch.get("method", "POST"), batch["url"], data=body, timeout=600)
+        finally:
+            body.close()
+        if r.status_code >= 300:
+            try:
+                error = r.json()
+            except ValueError:
+                error = {"message": r.text[:200]}
+            rejected = [
+                by_sha.get(x.get("expected", ""), x.get("key")) for x in error.get("details", {}).get("rejected", [])
+            ]
+            which = f" (not stored: {', '.join(map(str, rejected[:5]))})" if rejected else ""
+            raise DatasetError(
+                f"upload of {len(parts)} files failed: HTTP {r.status_code} {error.get('message', '')}{which}"
+            )
 
     def put(self, item: dict[str, Any], path: Path, bar: _Progress) -> None:
         with path.open("rb") as f:
@@ -438,6 +525,7 @@ def push(
     run_id: str | None = None,
     force: bool = False,
     profile: bool = True,
+    cache: bool = True,
 ) -> DatasetVersion:
     """Version a folder (or one file) as the next version of dataset `name` (created if missing).
 
@@ -445,20 +533,19 @@ def push(
     and nothing is created (``force=True`` creates a new version anyway). CSV, TSV,
     JSON lines and Parquet files are profiled while they are hashed (schema and
     statistics, see ``animus.profiling``; ``profile=False`` skips it) and the
-    profiles are stored with the version.
+    profiles are stored with the version. Digests of files unchanged since an
+    earlier push come from a local cache (``animus.hashcache``; ``cache=False``
+    hashes every file); the store verifies every uploaded byte either way.
     """
     client = client or Client()
     project = _project(project)
     files = _collect(Path(path))
     by_sha: dict[str, Path] = {}
-    total = sum(p.stat().st_size for _, p in files)
-    bar = _Progress(total, f"hash {name}", progress)
-    with ThreadPoolExecutor(hash_workers or min(32, (os.cpu_count() or 4) * 2)) as pool:
-        results = list(pool.map(lambda f: _hash_file(f[0], f[1], bar, profile), files))
-    bar.close()
+    stats = [p.stat() for _, p in files]
+    results = _digests(name, files, stats, profile, cache, hash_workers, progress)
     manifest = []
-    for (rel, p), (sha, prof) in zip(files, results, strict=True):
-        entry: dict[str, Any] = {"path": rel, "sha256": sha, "size": p.stat().st_size}
+    for (rel, p), st, (sha, prof) in zip(files, stats, results, strict=True):
+        entry: dict[str, Any] = {"path": rel, "sha256": sha, "size": st.st_size}
         if prof is not None:
             entry["profile"] = prof
         manifest.append(entry)
@@ -492,6 +579,51 @@ def push(
             if e.reason != "blobs_missing" or attempt == COMMIT_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def _digests(
+    name: str,
+    files: list[tuple[str, Path]],
+    stats: list[os.stat_result],
+    profile: bool,
+    cache: bool,
+    hash_workers: int | None,
+    progress: bool,
+) -> list[tuple[str, dict[str, Any] | None]]:
+    """(sha256, profile) per file: from the hash cache where still valid, else read in a thread pool."""
+    profiler = f"{PROFILE_VERSION}:{__version__}"
+    hashes = HashCache(profiler=profiler) if cache else None
+    absolute = [os.path.abspath(p) for _, p in files]
+    want_profile = [a for a, (rel, _) in zip(absolute, files, strict=True) if profile and table_format(rel)]
+    cached = hashes.lookup(zip(absolute, stats, strict=True), want_profile) if hashes else {}
+    results: list[tuple[str, dict[str, Any] | None]] = [("", None)] * len(files)
+    todo = []
+    for i, a in enumerate(absolute):
+        hit = cached.get(a)
+        if hit is None:
+            todo.append(i)
+        else:
+            results[i] = (hit.sha256, hit.profile if profile else None)
+    bar = _Progress(sum(stats[i].st_size for i in todo), f"hash {name}", progress)
+    started = now_ns()
+    with ThreadPoolExecutor(hash_workers or min(32, (os.cpu_count() or 4) * 2)) as pool:
+        for i, r in zip(
+            todo, pool.map(lambda i: _hash_file(files[i][0], files[i][1], bar, profile), todo), strict=True
+        ):
+            results[i] = r
+    bar.close()
+    if hashes is not None:
+        # a Parquet file hashed without pyarrow was not profiled: profile it once pyarrow is there
+        hashes.store(
+            (absolute[i], stats[i], started, *results[i], profile and not _unprofiled_parquet(files[i][0]))
+            for i in todo
+        )
+        hashes.close()
+    return results
+
+
+def _unprofiled_parquet(rel: str) -> bool:
+    return table_format(rel) == "parquet" and not parquet_supported()
 
 
 def _hash_file(rel: str, path: Path, bar: _Progress, profile: bool) -> tuple[str, dict[str, Any] | None]:
@@ -537,26 +669,34 @@ def _batches(manifest: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 
 
 def _upload_missing(client: Client, up: str, uploader: _Uploader, by_sha: dict[str, Path], progress: bool) -> int:
-    """Upload every blob the server says is missing, page by page (URLs are fetched just before use)."""
-    params: dict[str, Any] = {"limit": PAGE}
-    bar: _Progress | None = None
+    """Upload every blob the server says is missing, page by page (URLs are fetched just before use).
+
+    Small blobs come in batches (one request each) where the store offers them, and
+    on this machine the URLs go straight to the local store's gateway. The next page
+    is asked for while the previous one uploads: at most two pages are in flight.
+    """
+    params: dict[str, Any] = {"limit": PAGE, "batch": "true", "local": "true" if _same_machine(client) else None}
+    bar = _Progress(0, "upload", progress)
     sent = 0
+    pending: list[Any] = []
     with ThreadPoolExecutor(uploader.workers) as pool:
         while True:
             page = client.request("GET", f"{up}/missing", params=params)
-            if page["items"]:
-                if bar is None:
-                    bar = _Progress(0, "upload", progress)
-                bar.total += sum(i["size"] for i in page["items"])
-                futures = [pool.submit(uploader.put, item, by_sha[item["sha256"]], bar) for item in page["items"]]
-                for fut in futures:
-                    fut.result()
-                sent += len(futures)
+            batches = page.get("batches") or []
+            bar.total += sum(i["size"] for i in page["items"]) + sum(b["size"] for x in batches for b in x["blobs"])
+            # big batches first: they are the longest tasks
+            futures = [pool.submit(uploader.put_batch, batch, by_sha, bar) for batch in batches]
+            futures += [pool.submit(uploader.put, item, by_sha[item["sha256"]], bar) for item in page["items"]]
+            sent += len(page["items"]) + sum(len(x["blobs"]) for x in batches)
+            for fut in pending:
+                fut.result()
+            pending = futures
             if not page.get("next_cursor"):
                 break
             params["cursor"] = page["next_cursor"]
-    if bar is not None:
-        bar.close()
+        for fut in pending:
+            fut.result()
+    bar.close()
     return sent
 
 

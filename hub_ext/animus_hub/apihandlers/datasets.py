@@ -321,6 +321,8 @@ class DatasetUploadMissingAPIHandler(_DatasetHandler):
             limit,
             self.get_query_argument("cursor", None),
             self.settings["presign_expires"],
+            local=self.bool_arg("local"),
+            batch=self.bool_arg("batch"),
         )
         self.write_json(page)
 

@@ -22,7 +22,6 @@ Restricted datasets: ``can_read`` is the one check, applied by ``find_dataset``
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -52,9 +51,10 @@ from ..orm import (
 )
 from ..storage.base import ObjectStore
 from . import dataset_profiles as profiles
-from .blobs import blob_key
+from .blobs import blob_key, upload_plan
 from .pagination import page
 from .projects import iso
+from .sqlutil import chunks
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -68,8 +68,6 @@ MAX_FILES_PER_VERSION = 1_000_000
 MAX_URLS_PER_PAGE = 1000
 #: concurrent HEAD requests while verifying blobs
 HEAD_CONCURRENCY = 32
-#: IN (...) lists are chunked to stay under every backend's parameter limit
-IN_CHUNK = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EXTRA_MEDIA_TYPES = {
     ".parquet": "application/vnd.apache.parquet",
@@ -181,11 +179,6 @@ def parse_files(raw: Any) -> list[ManifestFile]:
             profile = profiles.parse_profile(profile, path)
         files.append(ManifestFile(path, sha, size, media_type, profile))
     return files
-
-
-def _chunks(items: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 # --- access --------------------------------------------------------------------------
@@ -586,7 +579,7 @@ def add_files(session: Session, upload: DatasetVersion, files: Sequence[Manifest
 
 
 def _first_existing_path(session: Session, version_id: int, paths: Sequence[str]) -> str | None:
-    for chunk in _chunks(paths):
+    for chunk in chunks(paths):
         found = session.scalar(
             select(DatasetFile.path).where(DatasetFile.version_id == version_id, DatasetFile.path.in_(chunk)).limit(1)
         )
@@ -602,7 +595,7 @@ def _known_blobs(session: Session, project_id: int, shas: Sequence[str]) -> dict
     they need no HEAD request again.
     """
     known: dict[str, int] = {}
-    for chunk in _chunks(list(shas)):
+    for chunk in chunks(list(shas)):
         rows = session.execute(
             select(DatasetFile.sha256, DatasetFile.size)
             .join(DatasetVersion, DatasetFile.version_id == DatasetVersion.id)
@@ -620,14 +613,10 @@ def _known_blobs(session: Session, project_id: int, shas: Sequence[str]) -> dict
 
 async def _absent(store: ObjectStore, project_id: int, blobs: dict[str, int]) -> tuple[list[str], list[str]]:
     """(missing, wrong_size) among `blobs` (sha256 → expected size), with bounded concurrent HEADs."""
-    gate = asyncio.Semaphore(HEAD_CONCURRENCY)
-
-    async def check(sha: str) -> tuple[str, Any]:
-        async with gate:
-            return sha, await store.head(blob_key(project_id, sha))
-
+    shas = list(blobs)
+    infos = await store.head_many([blob_key(project_id, sha) for sha in shas], HEAD_CONCURRENCY)
     missing, wrong = [], []
-    for sha, info in await asyncio.gather(*(check(sha) for sha in blobs)):
+    for sha, info in zip(shas, infos, strict=True):
         if info is None:
             missing.append(sha)
         elif info.size != blobs[sha]:
@@ -651,8 +640,14 @@ async def missing_blobs(
     limit: int,
     cursor: str | None,
     expires: int,
+    local: bool = False,
+    batch: bool = False,
 ) -> dict[str, Any]:
-    """One page of the upload's blobs (ordered by sha256) with presigned PUTs for those not in storage."""
+    """One page of the upload's blobs (ordered by sha256) with presigned uploads for those not in storage.
+
+    `local` and `batch`: see ``blobs.upload_plan``; batch uploads are listed apart
+    (``batches``), so a client that does not ask for them sees the same page as before.
+    """
     after = _decode_sha_cursor(cursor)
     rows = session.execute(
         select(DatasetFile.sha256, func.max(DatasetFile.size))
@@ -667,17 +662,10 @@ async def missing_blobs(
     known = _known_blobs(session, project_id, list(blobs))
     unknown = {sha: size for sha, size in blobs.items() if sha not in known}
     missing, wrong = await _absent(store, project_id, unknown)
-    uploads = [
-        {
-            "sha256": sha,
-            "size": blobs[sha],
-            "url": store.presign_put(blob_key(project_id, sha), expires, content_length=blobs[sha], sha256=sha),
-            "headers": store.upload_headers(sha),
-        }
-        for sha in missing
-    ]
+    uploads, batches = upload_plan(store, project_id, {sha: blobs[sha] for sha in missing}, expires, local, batch)
     return {
         "items": uploads,
+        "batches": batches,
         "present": len(blobs) - len(missing) - len(wrong),
         "wrong_size": wrong,
         "expires_in": expires,
@@ -780,7 +768,7 @@ def purge_stale_uploads(session: Session, older_than: dt.timedelta) -> int:
             select(DatasetVersion.id).where(DatasetVersion.state == "pending", DatasetVersion.created_at < cutoff)
         )
     )
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         session.execute(delete(DatasetFileProfile).where(DatasetFileProfile.version_id.in_(chunk)))
         session.execute(delete(DatasetFile).where(DatasetFile.version_id.in_(chunk)))
         session.execute(delete(DatasetVersion).where(DatasetVersion.id.in_(chunk)))

@@ -40,6 +40,7 @@ from ..storage.external import ExternalObject, ExternalS3Source, parse_s3_uri, s
 from . import dataset_profiles as profiles
 from . import datasets as svc
 from .blobs import blob_key
+from .sqlutil import chunks
 
 REFERENCE = "external_reference"
 SNAPSHOT = "external_snapshot"
@@ -203,7 +204,7 @@ def fill_snapshot(session: Session, upload: DatasetVersion, files: Sequence[svc.
     """
     current = {
         path: (sha, size)
-        for chunk in _chunks([f.path for f in files])
+        for chunk in chunks([f.path for f in files])
         for path, sha, size in session.execute(
             select(DatasetFile.path, DatasetFile.sha256, DatasetFile.size).where(
                 DatasetFile.version_id == upload.id, DatasetFile.path.in_(chunk)
@@ -244,10 +245,6 @@ def fill_snapshot(session: Session, upload: DatasetVersion, files: Sequence[svc.
         )
     profiles.insert_profiles(session, upload.id, new)
     return len(files)
-
-
-def _chunks(items: Sequence[Any], n: int = svc.IN_CHUNK) -> list[Sequence[Any]]:
-    return [items[i : i + n] for i in range(0, len(items), n)]
 
 
 # --- reading ---------------------------------------------------------------------------------

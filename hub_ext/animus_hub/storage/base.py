@@ -13,7 +13,7 @@ import binascii
 import functools
 import re
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -159,6 +159,9 @@ class ObjectStore(LoggingConfigurable, metaclass=_ABCTraitsMeta):
 
     io_threads = Integer(8, help="Threads for blocking storage calls (boto3, file I/O).").tag(config=True)
 
+    #: True if `presign_batch` works: many small objects uploaded in one request
+    supports_batch_upload = False
+
     _executor: ThreadPoolExecutor | None = None
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -185,14 +188,31 @@ class ObjectStore(LoggingConfigurable, metaclass=_ABCTraitsMeta):
 
     @abstractmethod
     def presign_put(
-        self, key: str, expires_in: int, content_length: int | None = None, sha256: str | None = None
+        self,
+        key: str,
+        expires_in: int,
+        content_length: int | None = None,
+        sha256: str | None = None,
+        local: bool = False,
     ) -> str:
         """A URL a client can PUT the object's bytes to for `expires_in` seconds.
 
         With `content_length`, a body of another length is refused. With `sha256`
         (hex), the client must send `upload_headers(sha256)` and the store refuses a
         body with another digest, storing nothing: content-addressed uploads rely on it.
+        `local=True` asks for a URL that a client on this machine reaches most
+        directly, where the store has one (the local store's gateway port).
         """
+
+    def presign_batch(
+        self, objects: Sequence[tuple[str, int, str]], expires_in: int, local: bool = False
+    ) -> dict[str, Any]:
+        """One request that uploads several (key, size, sha256) objects; see `supports_batch_upload`.
+
+        Returns ``{url, method, content_length, body_prefix}``: the body is
+        `body_prefix` followed by the objects' bytes in order.
+        """
+        raise AnimusError(400, "batch_upload_unsupported", "This object store takes one upload per object")
 
     @staticmethod
     def upload_headers(sha256: str | None = None) -> dict[str, str]:
@@ -209,6 +229,16 @@ class ObjectStore(LoggingConfigurable, metaclass=_ABCTraitsMeta):
 
     async def exists(self, key: str) -> bool:
         return await self.head(key) is not None
+
+    async def head_many(self, keys: Sequence[str], concurrency: int = 32) -> list[ObjectInfo | None]:
+        """`head` of each key, in order, with at most `concurrency` requests at a time."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(key: str) -> ObjectInfo | None:
+            async with gate:
+                return await self.head(key)
+
+        return list(await asyncio.gather(*(one(k) for k in keys)))
 
     @abstractmethod
     async def delete(self, key: str) -> None:

@@ -15,7 +15,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +38,9 @@ from .base import (
 SIGNING_KEY_BYTES = 32
 SIGNATURE_VERSION = "animus-object-v1"
 READ_CHUNK = 1024 * 1024
+#: objects per batch upload, and the longest batch header the gateway reads
+MAX_BATCH_OBJECTS = 1000
+MAX_BATCH_HEADER = 512 * 1024
 
 
 def load_signing_key(path: Path) -> bytes:
@@ -117,8 +120,43 @@ class UrlSigner:
         return hmac.compare_digest(signature.encode("ascii", "replace"), self.signature(**signed).encode("ascii"))
 
 
+def batch_header(objects: Sequence[tuple[str, int, str]]) -> bytes:
+    """The first line of a batch upload's body: the objects it carries, in order, as JSON."""
+    rows = [[key, size, sha256] for key, size, sha256 in objects]
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def parse_batch_header(line: bytes) -> list[tuple[str, int, str]]:
+    """The objects of a batch header (`batch_header`); 400 for anything malformed."""
+
+    def bad(message: str) -> AnimusError:
+        return AnimusError(400, "invalid_batch", message)
+
+    try:
+        rows = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        raise bad("The batch header is not a JSON line") from None
+    if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_BATCH_OBJECTS:
+        raise bad(f"The batch header must list 1 to {MAX_BATCH_OBJECTS} objects")
+    objects: list[tuple[str, int, str]] = []
+    seen: set[str] = set()
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str) and isinstance(row[2], str)):
+            raise bad("Each object in the batch header is [key, size, sha256]")
+        key, size, digest = validate_key(row[0]), check_content_length(row[1]), normalise_sha256(row[2])
+        if size is None:
+            raise bad("Each object in the batch header needs a size")
+        if key in seen:
+            raise bad(f"Object key {key!r} is listed twice in the batch")
+        seen.add(key)
+        objects.append((key, size, digest))
+    return objects
+
+
 class LocalObjectStore(ObjectStore):
     """Objects as files under `root`, presigned URLs served by the object gateway."""
+
+    supports_batch_upload = True
 
     root = Unicode(help="Directory of the store: objects live in <root>/objects (env ANIMUS_OBJECTS_ROOT).").tag(
         config=True
@@ -136,6 +174,17 @@ class LocalObjectStore(ObjectStore):
     @default("gateway_url")
     def _gateway_url_default(self) -> str:
         return os.environ.get("ANIMUS_OBJECTS_URL", "")
+
+    direct_url = Unicode(
+        help="The object gateway's own listen URL, without the proxy in between, e.g. "
+        "http://127.0.0.1:8092/services/animus-objects: upload URLs for clients on this machine "
+        "that ask for them (`local=true`) use it, everything else gets gateway_url. Empty: always "
+        "gateway_url (env ANIMUS_OBJECTS_DIRECT_URL).",
+    ).tag(config=True)
+
+    @default("direct_url")
+    def _direct_url_default(self) -> str:
+        return os.environ.get("ANIMUS_OBJECTS_DIRECT_URL", "")
 
     signing_key_file = Unicode(
         help="File holding the URL-signing key shared with the gateway; created (0600) if missing. "
@@ -189,10 +238,16 @@ class LocalObjectStore(ObjectStore):
 
     # --- presigned URLs ----------------------------------------------------------------
 
-    def _url(self, key: str, params: dict[str, str]) -> str:
-        if not self.gateway_url:
+    def _base(self, local: bool = False) -> str:
+        # the signature covers the request, not the host it is sent to: the direct and the
+        # proxied URL of one upload are equally valid, so `local` changes no access rule
+        base = self.direct_url if local and self.direct_url else self.gateway_url
+        if not base:
             raise AnimusError(500, "storage_misconfigured", "LocalObjectStore.gateway_url is not set")
-        return f"{self.gateway_url.rstrip('/')}/o/{quote(key, safe='/')}?{urlencode(params)}"
+        return base.rstrip("/")
+
+    def _url(self, key: str, params: dict[str, str], local: bool = False) -> str:
+        return f"{self._base(local)}/o/{quote(key, safe='/')}?{urlencode(params)}"
 
     def presign_get(self, key: str, expires_in: int, filename: str | None = None) -> str:
         validate_key(key)
@@ -200,13 +255,43 @@ class LocalObjectStore(ObjectStore):
         return self._url(key, self.signer.query("GET", key, expires, filename=check_filename(filename)))
 
     def presign_put(
-        self, key: str, expires_in: int, content_length: int | None = None, sha256: str | None = None
+        self,
+        key: str,
+        expires_in: int,
+        content_length: int | None = None,
+        sha256: str | None = None,
+        local: bool = False,
     ) -> str:
         validate_key(key)
         expires = int(time.time()) + check_expires_in(expires_in)
         digest = normalise_sha256(sha256) if sha256 is not None else None
         params = self.signer.query("PUT", key, expires, check_content_length(content_length), digest)
-        return self._url(key, params)
+        return self._url(key, params, local)
+
+    def presign_batch(
+        self, objects: Sequence[tuple[str, int, str]], expires_in: int, local: bool = False
+    ) -> dict[str, Any]:
+        """One POST that uploads several objects: the body is `body_prefix` then their bytes, concatenated.
+
+        What is signed is the body's length and the sha256 of its first line, which
+        lists every object's key, size and sha256 in order: the gateway splits the
+        rest by the sizes and stores only the objects whose bytes have their digest.
+        """
+        if not 1 <= len(objects) <= MAX_BATCH_OBJECTS:
+            raise AnimusError(400, "invalid_batch", f"A batch holds 1 to {MAX_BATCH_OBJECTS} objects")
+        head = batch_header(objects)
+        parse_batch_header(head)  # the same checks the gateway makes
+        if len(head) > MAX_BATCH_HEADER:
+            raise AnimusError(400, "invalid_batch", "The batch's object list is too long: use fewer objects")
+        length = len(head) + sum(size for _, size, _ in objects)
+        expires = int(time.time()) + check_expires_in(expires_in)
+        params = self.signer.query("BATCH", "", expires, length, hashlib.sha256(head).hexdigest())
+        return {
+            "url": f"{self._base(local)}/batch?{urlencode(params)}",
+            "method": "POST",
+            "content_length": length,
+            "body_prefix": head.decode("utf-8"),
+        }
 
     def local_path(self, key: str) -> Path | None:
         return self.object_path(key)
@@ -220,8 +305,12 @@ class LocalObjectStore(ObjectStore):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         return path, os.fdopen(fd, "wb")
 
-    def publish(self, tmp: Path, key: str) -> Path:
-        """Atomically move a complete, fsynced temp file to `key` (replacing any old object)."""
+    def publish(self, tmp: Path, key: str, sync_dir: bool = True) -> Path:
+        """Atomically move a complete, fsynced temp file to `key` (replacing any old object).
+
+        The rename is durable when this returns, unless `sync_dir=False`: then the
+        caller fsyncs the parent directory itself (once for many renames).
+        """
         dst = self.object_path(key)
         for attempt in range(3):
             try:
@@ -240,7 +329,8 @@ class LocalObjectStore(ObjectStore):
                     f"Object key {key!r} conflicts with an existing object (one is a prefix directory of the other)",
                     {"key": key},
                 ) from None
-        _fsync_dir(dst.parent)
+        if sync_dir:
+            _fsync_dir(dst.parent)
         return dst
 
     def write_atomic(self, key: str, data: bytes) -> Path:
@@ -372,6 +462,12 @@ class LocalObjectStore(ObjectStore):
         validate_key(key)
         return await self.run_in_thread(self._stat, key)
 
+    async def head_many(self, keys: Sequence[str], concurrency: int = 32) -> list[ObjectInfo | None]:
+        # a stat is microseconds: one thread call for the lot, not a thread hop per key
+        for key in keys:
+            validate_key(key)
+        return await self.run_in_thread(lambda: [self._stat(k) for k in keys])
+
     async def delete(self, key: str) -> None:
         validate_key(key)
         await self.run_in_thread(self._delete, key)
@@ -401,6 +497,19 @@ class LocalObjectStore(ObjectStore):
         expected = normalise_sha256(expected)
         actual = await self.run_in_thread(self._sha256, key)
         return actual is not None and hmac.compare_digest(actual, expected)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a closed file's data to disk (Linux and macOS flush the inode through any descriptor)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    _fsync_dir(path)
 
 
 def _fsync_dir(path: Path) -> None:

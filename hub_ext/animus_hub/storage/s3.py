@@ -201,7 +201,12 @@ class S3ObjectStore(ObjectStore):
         )
 
     def presign_put(
-        self, key: str, expires_in: int, content_length: int | None = None, sha256: str | None = None
+        self,
+        key: str,
+        expires_in: int,
+        content_length: int | None = None,
+        sha256: str | None = None,
+        local: bool = False,
     ) -> str:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": validate_key(key)}
         if check_content_length(content_length) is not None:

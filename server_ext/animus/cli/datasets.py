@@ -46,6 +46,11 @@ def datasets() -> None:
 @click.option("-j", "--jobs", type=int, default=8, show_default=True, help="Parallel uploads.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--no-profile", is_flag=True, help="Do not compute schema and statistics of tabular files.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Hash every file, even those unchanged (same size, times and inode) since an earlier push.",
+)
 @json_option
 @_dataset_error
 def datasets_push(
@@ -57,12 +62,16 @@ def datasets_push(
     jobs: int,
     quiet: bool,
     no_profile: bool,
+    no_cache: bool,
     as_json: bool,
 ) -> None:
     """Version the folder (or file) PATH as the next version of dataset NAME (created if missing).
 
     Only files the project's storage does not have yet are uploaded; an
     interrupted push leaves nothing visible, and running it again resumes.
+    Digests of files unchanged since an earlier push on this machine come from a
+    local cache ($ANIMUS_CACHE_DIR, by default your user cache directory); the
+    store checks the digest of every uploaded byte either way.
     """
     v = ds.push(
         name,
@@ -74,6 +83,7 @@ def datasets_push(
         progress=not quiet,
         force=force,
         profile=not no_profile,
+        cache=not no_cache,
     )
     if as_json:
         print_json(v.data)
