@@ -12,7 +12,7 @@ import uuid
 import jsonschema
 import pytest
 import sqlalchemy as sa
-from conftest import create_pg_database, drop_pg_database
+from pgdb import create_pg_database, drop_pg_database
 from stack import STACK_API_CONFIG, HubStack
 from webhook_receiver import Receiver
 
