@@ -39,7 +39,14 @@ from ._version import __version__
 from .errors import AnimusError, not_found
 from .logsetup import configure_logging
 from .storage.base import SHA256_HEADER, content_disposition, sha256_from_base64, validate_key
-from .storage.local import MAX_BATCH_HEADER, LocalObjectStore, fsync_dir, fsync_file, parse_batch_header
+from .storage.local import (
+    MAX_BATCH_HEADER,
+    LocalObjectStore,
+    fsync_dir,
+    fsync_file,
+    parse_batch_header,
+    sync_filesystem,
+)
 
 READ_CHUNK = 256 * 1024
 #: bytes per socket read and per data_received call (tornado's default, 64 KiB, costs a
@@ -464,13 +471,19 @@ class BatchWriter:
 
         A published object must be complete after a crash, and fsync per object
         (file, then its directory) costs a disk flush each: thousands per batch.
-        So, per batch: every temp file is fsynced (in parallel, so the filesystem
-        can group the flushes) before any is renamed, then the renames, then each
-        directory they touched is fsynced once, then the answer. A crash before a
-        directory's fsync can only lose a rename (the object is missing and is
-        asked for again); it can never leave a visible object with missing bytes.
+        So, per batch: the temp files are made durable before any is renamed, then
+        the renames, then the renames are made durable, then the answer. On Linux
+        each step is one syncfs(2) of the store's filesystem; elsewhere every temp
+        file is fsynced (in parallel, so the filesystem can group the flushes) and
+        each directory the renames touched once. A crash before the second step can
+        only lose a rename (the object is missing and is asked for again); it can
+        never leave a visible object with missing bytes.
         """
         store = self.store
+        if self.good and await store.run_in_thread(sync_filesystem, store.tmp_dir):
+            stored, _dirs = await store.run_in_thread(self._rename_all)
+            await store.run_in_thread(sync_filesystem, store.objects_dir)
+            return stored
         await asyncio.gather(*(store.run_in_thread(fsync_file, tmp) for tmp, *_ in self.good))
         stored, dirs = await store.run_in_thread(self._rename_all)
         await asyncio.gather(*(store.run_in_thread(fsync_dir, d) for d in dirs))
