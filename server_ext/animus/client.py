@@ -334,6 +334,50 @@ class Client:
     def cancel_run(self, project: str, run_id: str) -> dict:
         return self.request("POST", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/cancel")
 
+    def reproduce_run(self, project: str, run_id: str, idempotency_key: str | None = None) -> dict:
+        """Queue the identical run again (same commit, environment version, inputs, params, command, seed)."""
+        return self.request(
+            "POST", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/reproduce", idempotency_key=idempotency_key
+        )
+
+    def artifact_diff(self, project: str, run_id: str, other_run_id: str, prefix: str = "") -> dict:
+        """{identical, same, different: [{path, digest, other_digest}], only_in_run, only_in_other}."""
+        return self.request(
+            "GET",
+            f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifact-diff",
+            params={"other": other_run_id, "prefix": prefix or None},
+        )
+
+    # --- pipelines ------------------------------------------------------------------------
+
+    def submit_pipeline(
+        self,
+        project: str,
+        spec: str,
+        repo: str,
+        commit: str,
+        *,
+        experiment: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Submit a pipeline spec (YAML text); every step runs `commit` of `repo`."""
+        body: dict[str, Any] = {"spec": spec, "repo": repo, "commit": commit}
+        if experiment is not None:
+            body["experiment"] = experiment
+        return self.request(
+            "POST", f"/projects/{_seg(project)}/pipelines", json_body=body, idempotency_key=idempotency_key
+        )
+
+    def list_pipelines(self, project: str, status: str | None = None) -> Iterator[dict]:
+        return self.paginate(f"/projects/{_seg(project)}/pipelines", params={"status": status})
+
+    def get_pipeline(self, project: str, pipeline_id: str, spec: bool = False) -> dict:
+        params = {"spec": "true"} if spec else None
+        return self.request("GET", f"/projects/{_seg(project)}/pipelines/{_seg(pipeline_id)}", params=params)
+
+    def cancel_pipeline(self, project: str, pipeline_id: str) -> dict:
+        return self.request("POST", f"/projects/{_seg(project)}/pipelines/{_seg(pipeline_id)}/cancel")
+
     def run_logs(self, project: str, run_id: str, after: int = 0, limit: int = 500) -> dict:
         """Output after chunk `after`: {items, next, status, attempt, truncated}."""
         return self.request(
