@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,9 @@ class Client:
         if not self.token:
             raise ConfigError("Not logged in: run `animus login`, or set ANIMUS_TOKEN")
         self.timeout = timeout
+        # inside a batch run (the runner sets it) the control plane may restart under the
+        # code: keep retrying unanswered calls this long (POSTs keep their Idempotency-Key)
+        self.retry_seconds = float(os.environ.get("ANIMUS_API_RETRY_SECONDS") or 0)
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {self.token}"
         self.http.headers["User-Agent"] = "animus-client"
@@ -112,13 +116,20 @@ class Client:
         if method == "POST":
             headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            r = self.http.request(
-                method, self.url + path, json=json_body, params=params, headers=headers, timeout=self.timeout
-            )
-        except requests.RequestException as e:
-            # connection refused or reset, timeouts: status 0 means "no answer", retryable
-            raise AnimusAPIError(0, "connection_failed", f"No answer from Animus at {self.url}: {e}") from None
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.5
+        while True:
+            try:
+                r = self.http.request(
+                    method, self.url + path, json=json_body, params=params, headers=headers, timeout=self.timeout
+                )
+                if r.status_code not in (502, 503, 504) or time.monotonic() + delay > deadline:
+                    break
+            except requests.RequestException as e:
+                # connection refused or reset, timeouts: status 0 means "no answer", retryable
+                if time.monotonic() + delay > deadline:
+                    raise AnimusAPIError(0, "connection_failed", f"No answer from Animus at {self.url}: {e}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
         if r.status_code == 204:
             return None
         try:

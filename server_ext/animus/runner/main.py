@@ -429,6 +429,8 @@ def command_environment(
     env["MLFLOW_TRACKING_URI"] = mlflow_uri
     env["MLFLOW_TRACKING_TOKEN"] = os.environ["ANIMUS_TOKEN"]
     env["MLFLOW_RUN_ID"] = os.environ["ANIMUS_RUN_ID"]
+    # the SDK in the command keeps retrying while the control plane restarts, as the runner does
+    env["ANIMUS_API_RETRY_SECONDS"] = os.environ.get("ANIMUS_REPORT_PATIENCE", "900")
     if seed is not None:
         env["ANIMUS_SEED"] = str(seed)
         env["PYTHONHASHSEED"] = str(seed)
