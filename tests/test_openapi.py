@@ -70,6 +70,7 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "submitRun": schemas.RunSubmit,
     "reportRun": schemas.RunReport,
     "appendRunLogs": schemas.RunLogAppend,
+    "submitPipeline": schemas.PipelineSubmit,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

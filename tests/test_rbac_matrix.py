@@ -555,6 +555,42 @@ EXPECTED.update(
 )
 
 
+def _new_pipeline(ctx: Any, values: dict) -> dict:
+    """A queued pipeline run with no steps, written straight to the database (no git server needed)."""
+    from sqlalchemy import select
+
+    from animus_hub import db as dbmod
+    from animus_hub.orm import PipelineRun, Project
+
+    with dbmod.make_session_factory(dbmod.make_engine(ctx.stack.db_url))() as db:
+        project = db.scalar(select(Project).where(Project.slug == ctx.project))
+        p = PipelineRun(project_id=project.id, spec_digest="sha256:" + "0" * 64, created_by="rbac", spec={"steps": {}})
+        db.add(p)
+        db.commit()
+        return {"pipeline_id": p.id}
+
+
+# a spec that fails the schema: callers who may submit get that 422, before any git runs
+_PIPELINE = {"spec": "version: 2\nsteps: {}\n", "repo": "file:///etc", "commit": "0" * 40}
+
+EXPECTED.update(
+    {
+        "/projects/{project}/pipelines": {
+            "GET": Case(only(200, VIEWER_UP)),
+            "POST": Case(only(422, CONTRIBUTOR_UP), body=lambda ctx: _PIPELINE),
+        },
+        "/projects/{project}/pipelines/{pipeline_id}": {"GET": Case(only(200, VIEWER_UP), setup=_new_pipeline)},
+        "/projects/{project}/pipelines/{pipeline_id}/cancel": {
+            "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_pipeline)
+        },
+        # an interactive run cannot be reproduced: callers who may act on it get the 409 that says so
+        "/projects/{project}/runs/{run_id}/reproduce": {"POST": Case(only(409, CONTRIBUTOR_UP), setup=_new_run)},
+        "/projects/{project}/runs/{run_id}/artifact-diff": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_run, params=lambda ctx, values: {"other": values["run_id"]})
+        },
+    }
+)
+
 def served_routes() -> list[tuple[str, type[APIHandler]]]:
     """The routes the application serves, as templates relative to the API prefix."""
     app = AnimusAPI()

@@ -37,6 +37,7 @@ from .executors.local import LocalExecutor
 from .logsetup import configure_logging
 from .metrics import observe_request
 from .orm import Role
+from .pipelinequeue import PipelineStepper
 from .runqueue import RunQueue, RunQueueStep
 from .scheduler import Scheduler, WebhookDeliveryStep
 from .storage.export_targets import load_export_targets
@@ -250,6 +251,7 @@ class AnimusAPI(Application):
         self.run_queue = RunQueue(parent=self)
         self.executor = self.executor_class(parent=self)
         runner_api_url = self.run_queue.runner_api_url or (self.service_url.rstrip("/") + self.base_url + API_PREFIX)
+        self.scheduler.add_step(PipelineStepper(self.session_factory, self.run_queue))
         self.scheduler.add_step(RunQueueStep(self.session_factory, self.run_queue, self.executor, runner_api_url))
 
     def make_handlers(self) -> list[tuple[str, type, dict]]:

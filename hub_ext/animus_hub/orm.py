@@ -469,6 +469,13 @@ class EnvironmentVersion(Base):
 
 
 class PipelineRun(Base):
+    """A DAG of batch runs from a declarative spec (``services.pipelines``).
+
+    The spec's YAML source is kept as submitted (its sha256 in ``spec_digest``) next
+    to the checked, normalised form the scheduler works from. Status: queued →
+    running → succeeded | failed | cancelled.
+    """
+
     __tablename__ = "pipeline_run"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
@@ -477,6 +484,44 @@ class PipelineRun(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    spec_source: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    repo_url: Mapped[str] = mapped_column(String(1024), default="")
+    commit_sha: Mapped[str] = mapped_column(String(40), default="")
+    git_ref: Mapped[str] = mapped_column(String(255), default="")
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiment.id", ondelete="SET NULL"), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PipelineStep(Base):
+    """One step of a pipeline run: waiting for its dependencies, served from cache, or a batch run.
+
+    Status: pending → queued/starting/running (its run's status) → succeeded | failed |
+    cancelled, or skipped (the pipeline ended before it could start). A cached step
+    has no run of its own: ``cached_from_run_id`` names the earlier run whose outputs it reuses.
+    """
+
+    __tablename__ = "pipeline_step"
+    __table_args__ = (UniqueConstraint("pipeline_run_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline_run_id: Mapped[str] = mapped_column(ForeignKey("pipeline_run.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"), nullable=True, index=True)
+    cached_from_run_id: Mapped[str | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"), nullable=True)
+    #: sha256 over code, environment digests, command, params, input digests and declared outputs
+    cache_key: Mapped[str | None] = mapped_column(String(71), nullable=True, index=True)
+    #: {output name: digest} once the step succeeded (digest over the output's files)
+    outputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    message: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 def new_run_id() -> str:
@@ -580,6 +625,12 @@ class RunJob(Base):
     log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: the step's own resources (a pipeline step may override its environment's template)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: declared outputs {name: path relative to the code root} the runner uploads after success
+    outputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    #: the seed the runner exports (ANIMUS_SEED, PYTHONHASHSEED); reproduce runs use the same one
+    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     run: Mapped[Run] = relationship()
     environment_version: Mapped[EnvironmentVersion | None] = relationship()

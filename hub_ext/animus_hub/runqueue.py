@@ -90,8 +90,12 @@ class RunQueueStep:
         self.settings = settings
         self.executor = executor
         self.api_url = api_url
+        #: when this process started watching heartbeats (silence before it does not count)
+        self.watching_since: dt.datetime | None = None
 
     async def run(self, scheduler) -> bool:
+        if self.watching_since is None:
+            self.watching_since = utcnow()
         released = await self._release()
         failed = await self._fail_overdue()
         started = await self._dispatch()
@@ -130,6 +134,7 @@ class RunQueueStep:
             now,
             dt.timedelta(seconds=self.settings.heartbeat_timeout),
             dt.timedelta(seconds=self.settings.start_timeout),
+            self.watching_since,
         )
         # an executor that can see its processes tells a dead runner at once
         for run_id, attempt, handle, executor in await asyncio.to_thread(self._tx, batch.active_handles):

@@ -372,11 +372,25 @@ class RunSubmit(Strict):
     production: bool = Field(
         default=False, description="refuse unless the code, environment and data are all pinned (422 lists what is not)"
     )
+    seed: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="exported as ANIMUS_SEED and PYTHONHASHSEED (default: random)"
+    )
+
+
+class PipelineSubmit(Strict):
+    spec: str = Field(
+        min_length=1, max_length=256 * 1024, description="the pipeline spec as YAML (see docs/reference/pipeline-spec.md)"
+    )
+    repo: str = Field(min_length=1, max_length=1024, description="git URL of the code every step runs")
+    commit: str = Field(
+        min_length=1, max_length=255, description="a 40-hex commit SHA, or a branch or tag resolved once to its SHA"
+    )
+    experiment: str | None = Field(default=None, min_length=1, max_length=256, description="experiment of the step runs")
 
 
 class RunReport(Strict):
     attempt: int = Field(ge=1)
-    state: Literal["running", "heartbeat", "exited", "setup_failed"]
+    state: Literal["running", "heartbeat", "exited", "setup_failed", "outputs_missing"]
     exit_code: int | None = Field(default=None, ge=-255, le=255)
     message: str = Field(default="", max_length=4000)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,9 @@ class Client:
         if not self.token:
             raise ConfigError("Not logged in: run `animus login`, or set ANIMUS_TOKEN")
         self.timeout = timeout
+        # inside a batch run (the runner sets it) the control plane may restart under the
+        # code: keep retrying unanswered calls this long (POSTs keep their Idempotency-Key)
+        self.retry_seconds = float(os.environ.get("ANIMUS_API_RETRY_SECONDS") or 0)
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {self.token}"
         self.http.headers["User-Agent"] = "animus-client"
@@ -112,13 +116,20 @@ class Client:
         if method == "POST":
             headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            r = self.http.request(
-                method, self.url + path, json=json_body, params=params, headers=headers, timeout=self.timeout
-            )
-        except requests.RequestException as e:
-            # connection refused or reset, timeouts: status 0 means "no answer", retryable
-            raise AnimusAPIError(0, "connection_failed", f"No answer from Animus at {self.url}: {e}") from None
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.5
+        while True:
+            try:
+                r = self.http.request(
+                    method, self.url + path, json=json_body, params=params, headers=headers, timeout=self.timeout
+                )
+                if r.status_code not in (502, 503, 504) or time.monotonic() + delay > deadline:
+                    break
+            except requests.RequestException as e:
+                # connection refused or reset, timeouts: status 0 means "no answer", retryable
+                if time.monotonic() + delay > deadline:
+                    raise AnimusAPIError(0, "connection_failed", f"No answer from Animus at {self.url}: {e}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
         if r.status_code == 204:
             return None
         try:
@@ -333,6 +344,50 @@ class Client:
 
     def cancel_run(self, project: str, run_id: str) -> dict:
         return self.request("POST", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/cancel")
+
+    def reproduce_run(self, project: str, run_id: str, idempotency_key: str | None = None) -> dict:
+        """Queue the identical run again (same commit, environment version, inputs, params, command, seed)."""
+        return self.request(
+            "POST", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/reproduce", idempotency_key=idempotency_key
+        )
+
+    def artifact_diff(self, project: str, run_id: str, other_run_id: str, prefix: str = "") -> dict:
+        """{identical, same, different: [{path, digest, other_digest}], only_in_run, only_in_other}."""
+        return self.request(
+            "GET",
+            f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifact-diff",
+            params={"other": other_run_id, "prefix": prefix or None},
+        )
+
+    # --- pipelines ------------------------------------------------------------------------
+
+    def submit_pipeline(
+        self,
+        project: str,
+        spec: str,
+        repo: str,
+        commit: str,
+        *,
+        experiment: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Submit a pipeline spec (YAML text); every step runs `commit` of `repo`."""
+        body: dict[str, Any] = {"spec": spec, "repo": repo, "commit": commit}
+        if experiment is not None:
+            body["experiment"] = experiment
+        return self.request(
+            "POST", f"/projects/{_seg(project)}/pipelines", json_body=body, idempotency_key=idempotency_key
+        )
+
+    def list_pipelines(self, project: str, status: str | None = None) -> Iterator[dict]:
+        return self.paginate(f"/projects/{_seg(project)}/pipelines", params={"status": status})
+
+    def get_pipeline(self, project: str, pipeline_id: str, spec: bool = False) -> dict:
+        params = {"spec": "true"} if spec else None
+        return self.request("GET", f"/projects/{_seg(project)}/pipelines/{_seg(pipeline_id)}", params=params)
+
+    def cancel_pipeline(self, project: str, pipeline_id: str) -> dict:
+        return self.request("POST", f"/projects/{_seg(project)}/pipelines/{_seg(pipeline_id)}/cancel")
 
     def run_logs(self, project: str, run_id: str, after: int = 0, limit: int = 500) -> dict:
         """Output after chunk `after`: {items, next, status, attempt, truncated}."""

@@ -7,6 +7,7 @@ from . import (
     members,
     meta,
     models,
+    pipelines,
     projects,
     rolemappings,
     service_accounts,
@@ -21,6 +22,7 @@ MODULES.append(service_accounts)
 MODULES.append(webhooks)
 MODULES.append(users)
 MODULES.append(models)
+MODULES.append(pipelines)
 
 
 def default_handlers() -> list[tuple[str, type]]:

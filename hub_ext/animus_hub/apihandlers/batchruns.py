@@ -7,6 +7,7 @@ from ..schemas import EnvironmentCreate, EnvironmentVersionCreate, RunLogAppend,
 from ..services import batch, gitrefs
 from ..services import environments as env_svc
 from ..services import tracking as tracking_svc
+from ..services.blobs import blob_key
 from .base import APIHandler
 from .projects import PROJECT
 
@@ -123,6 +124,7 @@ class RunSubmitAPIHandler(APIHandler):
             infra_retries=data.infra_retries if data.infra_retries is not None else queue.max_infrastructure_retries,
             timeout_seconds=data.timeout_seconds,
             production=data.production,
+            seed=data.seed,
         )
         body = {**tracking_svc.run_json(run), "job": batch.job_json(self.db, run, job)}
         self.commit_and_write(
@@ -150,7 +152,15 @@ class RunJobAPIHandler(APIHandler):
     def get(self, project: str, run_id: str) -> None:
         run = tracking_svc.find_run(self.db, self.project, run_id)
         job = batch.find_job(self.db, run)
-        self.write_json(batch.job_json(self.db, run, job, with_lock=self.principal.kind == "run"))
+        body = batch.job_json(self.db, run, job, with_lock=self.principal.kind == "run")
+        if self.principal.kind == "run":
+            # the runner downloads upstream outputs straight from storage: short-lived URLs, no bytes here
+            store, expires = self.settings["object_store"], self.settings["presign_expires"]
+            for i in body["inputs"]:
+                for f in i.get("files") or []:
+                    key = blob_key(self.project.id, f["digest"].removeprefix("sha256:"))
+                    f["url"] = store.presign_get(key, expires)
+        self.write_json(body)
 
 
 class RunCancelAPIHandler(APIHandler):
@@ -170,6 +180,43 @@ class RunCancelAPIHandler(APIHandler):
             details={"attempt": job.attempt},
         )
         self.settings["scheduler_wake"]()
+
+
+class RunReproduceAPIHandler(APIHandler):
+    """Queue the identical run again (same commit, environment version, inputs, params, command, seed)."""
+
+    actions = {"POST": "runs:write"}
+
+    def post(self, project: str, run_id: str) -> None:
+        run = tracking_svc.find_run(self.db, self.project, run_id)
+        job = batch.find_job(self.db, run)
+        if not run.commit_sha:
+            raise AnimusError(409, "not_reproducible", f"Run {run.id} has no commit to run again")
+        new, new_job = batch.reproduce(self.db, self.project, run, job, self.principal.name)
+        self.commit_and_write(
+            {**tracking_svc.run_json(new), "job": batch.job_json(self.db, new, new_job), "reproduces": run.id},
+            201,
+            audit_action="run.reproduce",
+            resource=f"project/{project}/runs/{new.id}",
+            details={"reproduces": run.id, "commit_sha": run.commit_sha, "seed": new_job.seed},
+        )
+        self.settings["scheduler_wake"]()
+
+
+class RunArtifactDiffAPIHandler(APIHandler):
+    """Compare the artifacts of two runs by digest (?other=RUN, optional ?prefix=)."""
+
+    actions = {"GET": "runs:read"}
+
+    def get(self, project: str, run_id: str) -> None:
+        other_id = self.get_query_argument("other", None)
+        if not other_id:
+            raise AnimusError(400, "invalid_argument", "Give the run to compare with as ?other=RUN_ID")
+        if self.principal.kind == "run" and other_id != self.principal.run_id:
+            raise AnimusError(404, "run_not_found", f"Run {other_id!r} not found")
+        run = tracking_svc.find_run(self.db, self.project, run_id)
+        other = tracking_svc.find_run(self.db, self.project, other_id)
+        self.write_json(batch.artifact_diff(self.db, run, other, self.get_query_argument("prefix", "")))
 
 
 class RunLogsAPIHandler(APIHandler):
@@ -254,5 +301,7 @@ default_handlers = [
     (f"/projects/{PROJECT}/runs/{RUN}/job", RunJobAPIHandler),
     (f"/projects/{PROJECT}/runs/{RUN}/cancel", RunCancelAPIHandler),
     (f"/projects/{PROJECT}/runs/{RUN}/logs", RunLogsAPIHandler),
+    (f"/projects/{PROJECT}/runs/{RUN}/reproduce", RunReproduceAPIHandler),
+    (f"/projects/{PROJECT}/runs/{RUN}/artifact-diff", RunArtifactDiffAPIHandler),
     (f"/projects/{PROJECT}/runs/{RUN}/report", RunReportAPIHandler),
 ]

@@ -28,6 +28,7 @@ from ..auth.tokens import issue_token
 from ..errors import AnimusError
 from ..orm import (
     TERMINAL_STATUSES,
+    Artifact,
     Environment,
     EnvironmentVersion,
     Experiment,
@@ -36,6 +37,7 @@ from ..orm import (
     RunInput,
     RunJob,
     RunLogChunk,
+    RunParam,
     Token,
     utcnow,
 )
@@ -149,6 +151,7 @@ def submit(
     infra_retries: int,
     timeout_seconds: int | None,
     production: bool,
+    seed: int | None = None,
 ) -> tuple[Run, RunJob]:
     run = tracking.create_run(
         session,
@@ -186,6 +189,8 @@ def submit(
         log_bytes=0,
         log_truncated=False,
         updated_at=now,
+        outputs={},
+        seed=seed if seed is not None else random.randrange(1, 2**31),  # noqa: S311 (a seed, not a secret)
     )
     session.add(job)
     # lineage: the run consumes exactly these versions
@@ -231,7 +236,10 @@ def job_json(session: Session, run: Run, job: RunJob, with_lock: bool = False) -
         "code": {"repo_url": run.repo_url, "commit_sha": run.commit_sha, "ref": job.git_ref or None},
         "command": job.command,
         "environment": env,
-        "inputs": [{"name": i["name"], "version": i["version"], "digest": i["digest"]} for i in job.inputs or []],
+        "inputs": [_input_json(i) for i in job.inputs or []],
+        "outputs": job.outputs or {},
+        "resources": job.resources,
+        "seed": job.seed,
         "production": job.production,
         "priority": job.priority,
         "retries": job.retries,
@@ -251,6 +259,16 @@ def job_json(session: Session, run: Run, job: RunJob, with_lock: bool = False) -
         "log_bytes": job.log_bytes,
         "log_truncated": job.log_truncated,
     }
+
+
+def _input_json(i: dict[str, Any]) -> dict[str, Any]:
+    if i.get("kind") == "artifact":
+        keep = ("kind", "name", "as", "run_id", "step", "output", "digest", "files")
+        return {k: i[k] for k in keep if k in i}
+    body = {"name": i["name"], "version": i["version"], "digest": i["digest"]}
+    if i.get("as"):
+        body["as"] = i["as"]
+    return body
 
 
 # --- transitions --------------------------------------------------------------------
@@ -377,6 +395,9 @@ def report(
             fail_attempt(session, project, run, job, "user", message or f"exit code {exit_code}", policy, exit_code)
     elif state == "setup_failed":
         fail_attempt(session, project, run, job, "setup", message or "the runner could not set up", policy)
+    elif state == "outputs_missing":
+        # the command succeeded but did not write what it declared: the code's fault, like a non-zero exit
+        fail_attempt(session, project, run, job, "user", message or "declared outputs are missing", policy, exit_code)
     return run.status
 
 
@@ -503,6 +524,7 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
     if job.environment_version_id is not None:
         v = session.get(EnvironmentVersion, job.environment_version_id)
         resources = dict(v.resources or {}) if v is not None else {}
+    resources.update(job.resources or {})  # a pipeline step's own resources win
     audit.record(
         session,
         SCHEDULER,
@@ -526,22 +548,37 @@ def locked(session: Session, run_id: str, attempt: int | None = None) -> tuple[P
 
 
 def overdue(
-    session: Session, now: dt.datetime, heartbeat_timeout: dt.timedelta, start_timeout: dt.timedelta
+    session: Session,
+    now: dt.datetime,
+    heartbeat_timeout: dt.timedelta,
+    start_timeout: dt.timedelta,
+    watching_since: dt.datetime | None = None,
 ) -> list[tuple[str, int, str, str]]:
-    """(run_id, attempt, kind, message) of active attempts past their timeout or silent for too long."""
+    """(run_id, attempt, kind, message) of active attempts past their timeout or silent for too long.
+
+    Silence counts only from `watching_since` (when this scheduler started watching): after a
+    restart of the control plane, runners get a full heartbeat period to reach it again
+    before they count as lost; they kept working while nobody listened.
+    """
     found = []
     rows = session.scalars(select(RunJob).where(RunJob.state.in_(ACTIVE_STATES))).all()
     for job in rows:
+        heard = job.heartbeat_at
+        if heard is not None and watching_since is not None:
+            heard = max(heard, watching_since)
+        dispatched = job.dispatched_at
+        if dispatched is not None and watching_since is not None:
+            dispatched = max(dispatched, watching_since)
         if (
             job.timeout_seconds
             and job.dispatched_at
             and now - job.dispatched_at > dt.timedelta(seconds=job.timeout_seconds)
         ):
             found.append((job.run_id, job.attempt, "timeout", f"timed out after {job.timeout_seconds}s"))
-        elif job.heartbeat_at is not None and now - job.heartbeat_at > heartbeat_timeout:
-            secs = int((now - job.heartbeat_at).total_seconds())
+        elif heard is not None and now - heard > heartbeat_timeout:
+            secs = int((now - heard).total_seconds())
             found.append((job.run_id, job.attempt, "infrastructure", f"runner lost: no heartbeat for {secs}s"))
-        elif job.heartbeat_at is None and job.dispatched_at is not None and now - job.dispatched_at > start_timeout:
+        elif heard is None and dispatched is not None and now - dispatched > start_timeout:
             found.append((job.run_id, job.attempt, "infrastructure", "runner never reported after dispatch"))
     return found
 
@@ -563,3 +600,64 @@ def active_handles(session: Session) -> list[tuple[str, int, str, str]]:
             select(RunJob).where(RunJob.state.in_(ACTIVE_STATES), RunJob.handle.is_not(None))
         ).all()
     ]
+
+
+# --- reproduce ------------------------------------------------------------------------------
+
+
+def reproduce(session: Session, project: Project, run: Run, job: RunJob, by: str) -> tuple[Run, RunJob]:
+    """Queue the identical run again: same commit, environment version, inputs, params, command and seed."""
+    params = dict(session.execute(select(RunParam.key, RunParam.value).where(RunParam.run_id == run.id)).all())
+    experiment = session.get(Experiment, run.experiment_id)
+    resolved = Resolved(
+        env_version=session.get(EnvironmentVersion, job.environment_version_id) if job.environment_version_id else None,
+        inputs=[i for i in job.inputs or [] if i.get("kind") != "artifact" and i.get("version_id") is not None],
+    )
+    new, new_job = submit(
+        session,
+        project,
+        experiment,
+        by,
+        repo_url=run.repo_url or "",
+        code=ResolvedRef(sha=run.commit_sha or "", ref=job.git_ref),
+        command=list(job.command),
+        resolved=resolved,
+        params=params,
+        tags={"animus.reproduces": run.id},
+        name=(f"{run.name} (reproduce)" if run.name else f"reproduce {run.id[:8]}")[:250],
+        priority=job.priority,
+        retries=job.retries,
+        infra_retries=job.infra_retries,
+        timeout_seconds=job.timeout_seconds,
+        production=job.production,
+        seed=job.seed,
+    )
+    new_job.inputs = list(job.inputs or [])  # upstream outputs too: the same files, by digest
+    new_job.outputs = dict(job.outputs or {})
+    new_job.resources = dict(job.resources) if job.resources else None
+    return new, new_job
+
+
+def artifact_diff(session: Session, run: Run, other: Run, prefix: str = "") -> dict[str, Any]:
+    """Which artifacts of two runs are the same file (by digest), which differ, which only one has."""
+
+    def digests(r: Run) -> dict[str, str]:
+        stmt = select(Artifact.path, Artifact.digest).where(Artifact.run_id == r.id)
+        if prefix:
+            stmt = stmt.where(Artifact.path.startswith(prefix, autoescape=True))
+        return dict(session.execute(stmt).all())
+
+    a, b = digests(run), digests(other)
+    same = sorted(p for p in a if p in b and a[p] == b[p])
+    different = [{"path": p, "digest": a[p], "other_digest": b[p]} for p in sorted(a) if p in b and a[p] != b[p]]
+    only_run = sorted(p for p in a if p not in b)
+    only_other = sorted(p for p in b if p not in a)
+    return {
+        "run_id": run.id,
+        "other_run_id": other.id,
+        "identical": not different and not only_run and not only_other,
+        "same": same,
+        "different": different,
+        "only_in_run": only_run,
+        "only_in_other": only_other,
+    }

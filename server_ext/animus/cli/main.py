@@ -39,7 +39,10 @@ def api_command(f: Callable) -> Callable:
         except AnimusAPIError as e:
             click.echo(f"error: {e.message} [{e.status} {e.reason}]", err=True)
             for item in e.details.get("errors", [])[:10]:
-                click.echo(f"  {item.get('field')}: {item.get('message')}", err=True)
+                where = item.get("field") or item.get("path")
+                if item.get("line"):
+                    where = f"{where} (line {item['line']} column {item.get('column')})"
+                click.echo(f"  {where}: {item.get('message')}", err=True)
             for item in e.details.get("missing", [])[:20]:
                 click.echo(f"  missing: {item}", err=True)
             sys.exit(1)
@@ -592,6 +595,7 @@ def audit_verify(path: str | None) -> None:
 from . import batch as _batch  # noqa: E402, F401 (registers `animus runs submit/logs/cancel/job` and `animus environments`)
 from . import datasets as _datasets  # noqa: E402, F401 (registers `animus datasets`; it imports helpers from here)
 from . import models as _models  # noqa: E402, F401 (registers `animus models`)
+from . import pipelines as _pipelines  # noqa: E402, F401 (registers `animus pipelines` and `animus runs reproduce`)
 from . import service_accounts as _service_accounts  # noqa: E402, F401 (registers `animus service-accounts`)
 from . import users as _users  # noqa: E402, F401 (registers `animus users`)
 

@@ -14,9 +14,18 @@ In its working directory it
 3. downloads the pinned dataset versions into ``inputs/<name>/`` and makes them
    read-only;
 4. builds, or reuses, a virtualenv for the lock file's digest under the cache;
-5. runs the command in ``src/`` with that virtualenv first on PATH, streaming its
-   output (stdout and stderr) to the API in chunks;
-6. reports the exit code. A failure of steps 2–4 is reported as "setup_failed".
+5. runs the command in ``src/`` with that virtualenv first on PATH (and the run's seed
+   as ANIMUS_SEED and PYTHONHASHSEED), streaming its output (stdout and stderr) to the
+   API in chunks;
+6. after a zero exit, uploads the declared outputs as artifacts ``outputs/<name>/…``
+   (content-addressed, through the tracking artifact protocol);
+7. reports the exit code. A failure of steps 2–4 (or of the upload) is reported as
+   "setup_failed", a declared output that is not there as "outputs_missing".
+
+Upstream outputs of a pipeline step are inputs like datasets: downloaded from
+short-lived URLs into ``inputs/<name>/``, checked against their digests, read-only.
+Reports are retried while the API does not answer (ANIMUS_REPORT_PATIENCE seconds),
+so a restart of the control plane does not lose them.
 
 If the API answers that the attempt is no longer current (cancelled, timed out,
 superseded by a retry), the runner kills the command and exits.
@@ -63,22 +72,36 @@ class RunnerAPI:
         self.base = f"/projects/{_seg(project)}/runs/{_seg(run_id)}"
         self.attempt = attempt
         self.stopped = threading.Event()
+        self.patience = float(os.environ.get("ANIMUS_REPORT_PATIENCE", "900"))
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
-        for delay in (0, 1, 2, 4, 8):
-            time.sleep(delay)
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One API call, retried while the control plane does not answer (or answers 5xx).
+
+        The control plane may be restarted while the run goes on (DESIGN.md §2: runs outlive
+        it): the runner keeps trying for ANIMUS_REPORT_PATIENCE seconds (default 900), so a
+        finished command's report reaches the restarted API instead of being lost.
+        """
+        deadline = time.monotonic() + self.patience
+        delay = 0.5
+        while True:
             try:
-                return self.client.request("POST", self.base + path, json_body=body)
+                return self.client.request(method, self.base + path, json_body=body)
             except AnimusAPIError as e:
                 if e.reason in STOP_CODES or e.status in (401, 403, 404):
                     self.stopped.set()
                     raise Stop(e.message) from None
                 if e.status and e.status < 500:
                     raise
-        raise AnimusAPIError(0, "api_unavailable", f"POST {path} kept failing")
+                if time.monotonic() + delay > deadline:
+                    raise AnimusAPIError(0, "api_unavailable", f"{method} {path} kept failing: {e.message}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._call("POST", path, body)
 
     def job(self) -> dict[str, Any]:
-        return self.client.request("GET", self.base + "/job")
+        return self._call("GET", "/job")
 
     def report(self, state: str, exit_code: int | None = None, message: str = "") -> Any:
         body = {"attempt": self.attempt, "state": state, "message": message[:4000]}
@@ -210,7 +233,12 @@ def materialise(
 
     paths: dict[str, Path] = {}
     for i in inputs:
-        target = root / i["name"]
+        target = root / (i.get("as") or i["name"])
+        if i.get("kind") == "artifact":
+            download_output(i, target, out)
+            _read_only(target)
+            paths[i.get("as") or i["name"]] = target
+            continue
         out.write(f"[animus] downloading dataset {i['name']}:{i['version']} ({i['digest']})\n")
         try:
             v = datasets.get(i["name"], i["version"], project=project, client=client, record=False)
@@ -220,8 +248,93 @@ def materialise(
         except (datasets.DatasetError, AnimusAPIError) as e:
             raise SetupFailed(f"dataset {i['name']}:{i['version']}: {e}") from None
         _read_only(target)
-        paths[i["name"]] = target
+        paths[i.get("as") or i["name"]] = target
     return paths
+
+
+def _safe_relative(path: str) -> bool:
+    parts = Path(path).parts
+    return bool(parts) and not Path(path).is_absolute() and ".." not in parts
+
+
+def download_output(i: dict[str, Any], target: Path, out: LogShipper) -> None:
+    """An upstream step's output: each file from its short-lived URL, checked against its digest."""
+    import requests
+
+    out.write(f"[animus] downloading output {i['step']}.{i['output']} of run {i['run_id']} ({i['digest']})\n")
+    target.mkdir(parents=True, exist_ok=True)
+    for f in i.get("files") or []:
+        if not _safe_relative(f["path"]):
+            raise SetupFailed(f"output file {f['path']!r} is not a relative path")
+        dest = target / f["path"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        try:
+            with requests.get(f["url"], stream=True, timeout=600) as r:
+                if r.status_code != 200:
+                    raise SetupFailed(f"downloading {f['artifact']} of run {i['run_id']}: HTTP {r.status_code}")
+                with dest.open("wb") as fh:
+                    for chunk in r.iter_content(1 << 20):
+                        h.update(chunk)
+                        fh.write(chunk)
+        except requests.RequestException as e:
+            raise SetupFailed(f"downloading {f['artifact']} of run {i['run_id']}: {e}") from None
+        if "sha256:" + h.hexdigest() != f["digest"]:
+            raise SetupFailed(f"{f['artifact']} of run {i['run_id']} does not match its digest {f['digest']}")
+
+
+class OutputsMissing(Exception):
+    """The command succeeded but a declared output is not there."""
+
+
+def output_files(outputs: dict[str, str], src: Path) -> list[tuple[str, Path]]:
+    """(artifact path, local file) of every declared output: outputs/<name>/<file or relative path>."""
+    files: list[tuple[str, Path]] = []
+    missing = []
+    root = src.resolve()
+    for name, rel in sorted(outputs.items()):
+        path = (src / rel).resolve()
+        if root not in path.parents and path != root:
+            missing.append(f"{name} ({rel}: outside the code directory)")
+        elif path.is_file():
+            files.append((f"outputs/{name}/{path.name}", path))
+        elif path.is_dir():
+            found = [p for p in sorted(path.rglob("*")) if p.is_file()]
+            if not found:
+                missing.append(f"{name} ({rel}: an empty directory)")
+            files += [(f"outputs/{name}/{p.relative_to(path).as_posix()}", p) for p in found]
+        else:
+            missing.append(f"{name} ({rel})")
+    if missing:
+        raise OutputsMissing("declared outputs are missing: " + ", ".join(missing))
+    return files
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def upload_outputs(api: RunnerAPI, files: list[tuple[str, Path]], out: LogShipper) -> None:
+    """Content-addressed, through the tracking artifact protocol: plan, PUT the missing blobs, commit."""
+    import requests
+
+    manifest = [{"path": name, "sha256": _sha256(p), "size": p.stat().st_size} for name, p in files]
+    by_digest = {m["sha256"]: p for m, (_, p) in zip(manifest, files, strict=True)}
+    for i in range(0, len(manifest), 1000):
+        part = manifest[i : i + 1000]
+        plan = api._post("/artifacts/upload", {"files": part})
+        for up in plan["uploads"]:
+            with by_digest[up["sha256"]].open("rb") as f:
+                r = requests.put(up["url"], data=f, headers=up.get("headers") or {}, timeout=600)
+            if r.status_code >= 300:
+                raise SetupFailed(f"uploading {by_digest[up['sha256']].name} failed: HTTP {r.status_code}")
+        api._post("/artifacts/commit", {"files": part})
+    for m in manifest:
+        out.write(f"[animus] output {m['path']} sha256:{m['sha256']} ({m['size']} bytes)\n")
 
 
 def _platform_site() -> list[str]:
@@ -301,7 +414,9 @@ def ensure_venv(cache: Path, lock: str, lock_digest: str | None, out: LogShipper
 # --- running ------------------------------------------------------------------------------
 
 
-def command_environment(venv: Path, inputs: dict[str, Path], mlflow_uri: str) -> dict[str, str]:
+def command_environment(
+    venv: Path, inputs: dict[str, Path], mlflow_uri: str, seed: int | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "TMPDIR", "LANG", "LC_ALL")}
     for key in ("ANIMUS_API_URL", "ANIMUS_TOKEN", "ANIMUS_PROJECT", "ANIMUS_RUN_ID", "ANIMUS_RUN_ATTEMPT"):
         env[key] = os.environ[key]
@@ -314,6 +429,11 @@ def command_environment(venv: Path, inputs: dict[str, Path], mlflow_uri: str) ->
     env["MLFLOW_TRACKING_URI"] = mlflow_uri
     env["MLFLOW_TRACKING_TOKEN"] = os.environ["ANIMUS_TOKEN"]
     env["MLFLOW_RUN_ID"] = os.environ["ANIMUS_RUN_ID"]
+    # the SDK in the command keeps retrying while the control plane restarts, as the runner does
+    env["ANIMUS_API_RETRY_SECONDS"] = os.environ.get("ANIMUS_REPORT_PATIENCE", "900")
+    if seed is not None:
+        env["ANIMUS_SEED"] = str(seed)
+        env["PYTHONHASHSEED"] = str(seed)
     return env
 
 
@@ -390,7 +510,7 @@ def main() -> int:
             proc = subprocess.Popen(  # noqa: S603 (the user's command, in the data plane)
                 job["command"],
                 cwd=src,
-                env=command_environment(venv, inputs, mlflow_uri),
+                env=command_environment(venv, inputs, mlflow_uri, job.get("seed")),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -407,6 +527,19 @@ def main() -> int:
             out.write(raw.decode("utf-8", "replace"))
         code = proc.wait()
         out.write(f"[animus] the command exited with code {code}\n")
+        if code == 0 and job.get("outputs") and not api.stopped.is_set():
+            try:
+                upload_outputs(api, output_files(job["outputs"], src), out)
+            except OutputsMissing as e:
+                out.write(f"[animus] {e}\n")
+                out.close()
+                api.report("outputs_missing", exit_code=0, message=str(e))
+                return 0
+            except (SetupFailed, OSError, AnimusAPIError) as e:
+                out.write(f"[animus] uploading the outputs failed: {e}\n")
+                out.close()
+                api.report("setup_failed", message=f"uploading the outputs failed: {e}")
+                return 3
         out.close()
         if not api.stopped.is_set():
             api.report("exited", exit_code=code, message="" if code == 0 else f"exit code {code}")
