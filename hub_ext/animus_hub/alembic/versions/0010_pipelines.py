@@ -1,6 +1,6 @@
 """pipelines: pipeline runs with their spec, pipeline steps, run job resources/outputs/seed
 
-Revision ID: 0011
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-29
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import animus_hub.orm
 
 
-revision = '0011'
+revision = '0010'
 down_revision = '0009'
 branch_labels = None
 depends_on = None
