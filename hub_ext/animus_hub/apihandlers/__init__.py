@@ -10,6 +10,7 @@ from . import (
     projects,
     rolemappings,
     service_accounts,
+    ssh,
     tracking,
     users,
     webhooks,
@@ -21,6 +22,7 @@ MODULES.append(service_accounts)
 MODULES.append(webhooks)
 MODULES.append(users)
 MODULES.append(models)
+MODULES.append(ssh)
 
 
 def default_handlers() -> list[tuple[str, type]]:
