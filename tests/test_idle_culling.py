@@ -63,8 +63,13 @@ def test_an_idle_workspace_is_culled_and_one_in_use_over_ssh_is_not(culling_stac
 
     async def hold_session() -> tuple[bool, bool]:
         async with asyncssh.connect(
-            "127.0.0.1", st.settings.ssh_port, username="busy-berta+busy-proj", client_keys=[key],
-            known_hosts=None, agent_path=None, preferred_auth="publickey",
+            "127.0.0.1",
+            st.settings.ssh_port,
+            username="busy-berta+busy-proj",
+            client_keys=[key],
+            known_hosts=None,
+            agent_path=None,
+            preferred_auth="publickey",
         ) as conn:
             assert (await conn.run("true", timeout=150)).exit_status == 0
             deadline = time.monotonic() + IDLE_TIMEOUT * 4

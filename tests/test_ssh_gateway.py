@@ -55,7 +55,13 @@ def people(ssh_stack):
         key = new_key()
         r = st.api("POST", "/users/me/ssh-keys", token, json={"public_key": public_line(key)})
         assert r.status_code == 201, r.text
-        out[name] = {"name": f"{name}-{suffix}", "token": token, "project": project, "key": key, "fp": r.json()["fingerprint"]}
+        out[name] = {
+            "name": f"{name}-{suffix}",
+            "token": token,
+            "project": project,
+            "key": key,
+            "fp": r.json()["fingerprint"],
+        }
     out["admin"] = st.user_token(f"root-{suffix}", admin=True)
     return out
 
@@ -108,11 +114,15 @@ def test_keys_are_added_listed_and_deleted_with_fingerprints_and_audit(ssh_stack
     listed = st.api("GET", "/users/me/ssh-keys", alice["token"]).json()["items"]
     assert {k["fingerprint"] for k in listed} == {alice["fp"], added["fingerprint"]}
     # another person does not see them
-    assert alice["fp"] not in {k["fingerprint"] for k in st.api("GET", "/users/me/ssh-keys", people["bob"]["token"]).json()["items"]}
+    assert alice["fp"] not in {
+        k["fingerprint"] for k in st.api("GET", "/users/me/ssh-keys", people["bob"]["token"]).json()["items"]
+    }
     assert st.api("DELETE", f"/users/me/ssh-keys/{added['id']}", people["bob"]["token"]).status_code == 404
     assert st.api("DELETE", f"/users/me/ssh-keys/{added['id']}", alice["token"]).status_code == 204
     assert st.api("GET", f"/users/me/ssh-keys/{added['id']}", alice["token"]).status_code == 404
-    events = audit(st, people["admin"], "ssh_key.add", alice["name"]) + audit(st, people["admin"], "ssh_key.delete", alice["name"])
+    events = audit(st, people["admin"], "ssh_key.add", alice["name"]) + audit(
+        st, people["admin"], "ssh_key.delete", alice["name"]
+    )
     assert {e["details"]["fingerprint"] for e in events} >= {added["fingerprint"]}
     assert not any("AAAA" in json.dumps(e) for e in events), "the key itself is not in the audit trail"
 
@@ -122,8 +132,10 @@ def test_keys_are_added_listed_and_deleted_with_fingerprints_and_audit(ssh_stack
     [
         ("not a key at all", "type"),
         ("ssh-ed25519 AAAAnotbase64!!", "valid"),
-        ("ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZpRV1AIlH7WT2NWPq/xfW6MPbLm1Vs14E7",
-         "type"),
+        (
+            "ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZpRV1AIlH7WT2NWPq/xfW6MPbLm1Vs14E7",
+            "type",
+        ),
         ("-----BEGIN OPENSSH PRIVATE KEY-----", "private"),
         ("", "at least 1 character"),
     ],
@@ -141,9 +153,13 @@ def test_malformed_keys_and_wrong_types_are_refused_with_422(ssh_stack, people, 
 
 def test_short_rsa_keys_are_refused_and_long_ones_accepted(ssh_stack, people):
     st, bob = ssh_stack, people["bob"]
-    r = st.api("POST", "/users/me/ssh-keys", bob["token"], json={"public_key": public_line(new_key("ssh-rsa", key_size=2048))})
+    r = st.api(
+        "POST", "/users/me/ssh-keys", bob["token"], json={"public_key": public_line(new_key("ssh-rsa", key_size=2048))}
+    )
     assert r.status_code == 422 and r.json()["details"]["bits"] == 2048, r.text
-    r = st.api("POST", "/users/me/ssh-keys", bob["token"], json={"public_key": public_line(new_key("ssh-rsa", key_size=3072))})
+    r = st.api(
+        "POST", "/users/me/ssh-keys", bob["token"], json={"public_key": public_line(new_key("ssh-rsa", key_size=3072))}
+    )
     assert r.status_code == 201 and r.json()["bits"] == 3072, r.text
 
 
@@ -157,7 +173,11 @@ def test_a_key_registered_twice_is_a_conflict(ssh_stack, people):
 
 def test_the_gateway_endpoints_answer_only_the_gateway(ssh_stack, people):
     st = ssh_stack
-    body = {"user": people["alice"]["name"], "project": people["alice"]["project"], "public_key": public_line(people["alice"]["key"])}
+    body = {
+        "user": people["alice"]["name"],
+        "project": people["alice"]["project"],
+        "public_key": public_line(people["alice"]["key"]),
+    }
     for token in (people["alice"]["token"], people["admin"]):
         r = st.api("POST", "/ssh/authorize", token, json=body)
         assert r.status_code == 403, r.text
@@ -175,7 +195,8 @@ def test_a_registered_key_runs_commands_in_the_projects_workspace(ssh_stack, peo
     async def go():
         async with connect(st, login, alice["key"]) as conn:
             r = await conn.run(
-                'echo "$ANIMUS_PROJECT|$JUPYTERHUB_USER|$JUPYTERHUB_SERVER_NAME|$(pwd)"; animus whoami --json', timeout=180
+                'echo "$ANIMUS_PROJECT|$JUPYTERHUB_USER|$JUPYTERHUB_SERVER_NAME|$(pwd)"; animus whoami --json',
+                timeout=180,
             )
             assert r.exit_status == 0, (r.stdout, r.stderr)
             first, rest = r.stdout.split("\n", 1)
@@ -200,7 +221,9 @@ def test_a_registered_key_runs_commands_in_the_projects_workspace(ssh_stack, peo
     asyncio.run(go())
     server = st.hub("GET", f"/users/{alice['name']}").json()["servers"][alice["project"]]
     assert server["ready"], "the gateway started the project's workspace"
-    logins = wait_for(lambda: [e for e in audit(st, people["admin"], "ssh.login", alice["name"]) if e["outcome"] == "success"])
+    logins = wait_for(
+        lambda: [e for e in audit(st, people["admin"], "ssh.login", alice["name"]) if e["outcome"] == "success"]
+    )
     assert logins and logins[-1]["project"] == alice["project"] and logins[-1]["details"]["fingerprint"] == alice["fp"]
     ends = wait_for(lambda: audit(st, people["admin"], "ssh.session_end", alice["name"]))
     assert ends and ends[-1]["details"]["duration_seconds"] > 0
@@ -233,7 +256,9 @@ def test_local_port_forwarding_reaches_localhost_only(ssh_stack, people):
         return port
 
     port = asyncio.run(go())
-    ends = wait_for(lambda: [e for e in audit(st, people["admin"], "ssh.session_end", alice["name"]) if e["details"]["forwards"]])
+    ends = wait_for(
+        lambda: [e for e in audit(st, people["admin"], "ssh.session_end", alice["name"]) if e["details"]["forwards"]]
+    )
     assert ends and f"127.0.0.1:{port}" in ends[-1]["details"]["forwards"]
 
 
@@ -254,7 +279,9 @@ def test_ssh_activity_reaches_the_hub(ssh_stack, people):
     assert after > before
 
 
-@pytest.mark.parametrize("case", ["wrong_key", "other_users_name", "other_project", "no_such_project", "malformed_login"])
+@pytest.mark.parametrize(
+    "case", ["wrong_key", "other_users_name", "other_project", "no_such_project", "malformed_login"]
+)
 def test_refused_logins_are_audited(ssh_stack, people, case):
     st, alice, bob = ssh_stack, people["alice"], people["bob"]
     stranger = new_key()
@@ -292,3 +319,38 @@ def test_refused_logins_are_audited(ssh_stack, people, case):
     servers = st.hub("GET", f"/users/{actor}").json()["servers"]
     if case in ("other_project", "no_such_project"):
         assert bob["project"] not in servers and "nope-nope" not in servers
+
+
+def test_the_cli_adds_lists_and_removes_keys(ssh_stack, people, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    st, bob = ssh_stack, people["bob"]
+    env = {**os.environ, "ANIMUS_API_URL": st.api_url, "ANIMUS_TOKEN": bob["token"]}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "animus.cli.main", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    key = new_key()
+    pub = tmp_path / "id_ed25519.pub"
+    pub.write_text(public_line(key, "bob@laptop") + "\n")
+    r = cli("ssh-keys", "add", str(pub))
+    assert r.returncode == 0 and key.get_fingerprint("sha256") in r.stdout, r.stderr
+    r = cli("ssh-keys", "ls")
+    assert key.get_fingerprint("sha256") in r.stdout and "bob@laptop" in r.stdout
+    # a private key is refused before anything is sent
+    private = tmp_path / "id_ed25519"
+    private.write_bytes(key.export_private_key())
+    r = cli("ssh-keys", "add", str(private))
+    assert r.returncode == 1 and "private key" in r.stderr
+    # a short RSA key: the API's 422, as one line
+    short = tmp_path / "id_rsa.pub"
+    short.write_text(public_line(new_key("ssh-rsa", key_size=2048)))
+    r = cli("ssh-keys", "add", str(short))
+    assert r.returncode == 1 and "3072" in r.stderr and "invalid_ssh_key" in r.stderr
+    r = cli("ssh-keys", "rm", key.get_fingerprint("sha256"))
+    assert r.returncode == 0, r.stderr
+    assert key.get_fingerprint("sha256") not in cli("ssh-keys", "ls").stdout

@@ -88,7 +88,9 @@ c.JupyterHub.named_server_limit_per_user = 1
 
 @pytest.fixture(scope="module")
 def templated_stack(tmp_path_factory):
-    s = HubStack(tmp_path_factory.mktemp("templates"), api_config=STACK_API_CONFIG, hub_config=HUB_CONFIG, idle_timeout=0)
+    s = HubStack(
+        tmp_path_factory.mktemp("templates"), api_config=STACK_API_CONFIG, hub_config=HUB_CONFIG, idle_timeout=0
+    )
     s.start()
     try:
         yield s
@@ -147,5 +149,9 @@ def test_no_choice_starts_the_default_template(templated_stack):
     assert r.status_code in (201, 202), r.text
     wait_ready(st, "dora", "misc")
     env = workspace_env(st, "dora", "misc")
-    assert (env["ANIMUS_WORKSPACE_TEMPLATE"], env["TEMPLATE_MARK"], env["MEM_LIMIT"]) == ("cpu-small", "small", str(1024**3))
+    assert (env["ANIMUS_WORKSPACE_TEMPLATE"], env["TEMPLATE_MARK"], env["MEM_LIMIT"]) == (
+        "cpu-small",
+        "small",
+        str(1024**3),
+    )
     assert st.hub("DELETE", "/users/dora/servers/misc").status_code in (202, 204)

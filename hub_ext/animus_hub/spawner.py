@@ -26,12 +26,14 @@ resources) are ignored there. The chosen template is ``user_options["profile"]``
 
 from __future__ import annotations
 
+import asyncio
 import html
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import psutil
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
 from traitlets import Dict, List, default, validate
@@ -137,7 +139,11 @@ class WorkspaceTemplates(LoggingConfigurable):
     def allowed_templates(self) -> list[dict[str, Any]]:
         groups = [g.name for g in getattr(self.user, "groups", [])]
         return templates_for(
-            self.workspace_templates, self.project_templates, self.name or "", groups, bool(getattr(self.user, "admin", False))
+            self.workspace_templates,
+            self.project_templates,
+            self.name or "",
+            groups,
+            bool(getattr(self.user, "admin", False)),
         )
 
     def choose_template(self, user_options: dict[str, Any]) -> dict[str, Any] | None:
@@ -217,12 +223,42 @@ class AnimusLocalSpawner(WorkspaceTemplates, SimpleLocalProcessSpawner):
         env = super().get_env()
         template = self.template
         if template is not None:
-            env.update({k: str(v) for k, v in (template.get("kubespawner_override", {}).get("environment") or {}).items()})
+            env.update(
+                {k: str(v) for k, v in (template.get("kubespawner_override", {}).get("environment") or {}).items()}
+            )
             env["ANIMUS_WORKSPACE_TEMPLATE"] = template["slug"]
         env["ANIMUS_WORKSPACE_DIR"] = self.project_dir
+        # VS Code (code-server via jupyter-vscode-proxy) opens the project's folder
         env.setdefault("CODE_WORKINGDIR", self.project_dir)
+        # code-server and other tools write under the workspace's home, never the hub user's
+        home = env.get("HOME") or self.home_dir
+        env["XDG_CONFIG_HOME"] = os.path.join(home, ".config")
+        env["XDG_DATA_HOME"] = os.path.join(home, ".local", "share")
+        env["XDG_CACHE_HOME"] = os.path.join(home, ".cache")
         return env
 
     async def start(self) -> Any:
         os.makedirs(self.project_dir, exist_ok=True)
         return await super().start()
+
+    async def stop(self, now: bool = False) -> None:
+        # code-server's extension host (and other helpers) can outlive the server: stop
+        # whatever the workspace started once the server itself is gone
+        children: list[psutil.Process] = []
+        if self.pid:
+            try:
+                children = psutil.Process(self.pid).children(recursive=True)
+            except psutil.Error:
+                children = []
+        await super().stop(now=now)
+        for child in children:
+            try:
+                child.terminate()
+            except psutil.Error:
+                pass
+        _, alive = await asyncio.to_thread(psutil.wait_procs, children, timeout=3)
+        for child in alive:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass

@@ -136,7 +136,9 @@ class ControlPlane:
         async with self.http.post(self.s.api_url + path, json=body) as r:
             data = await r.json(content_type=None)
             if r.status >= 400:
-                raise RuntimeError(f"animus-api answered {r.status}: {data.get('message') if isinstance(data, dict) else data}")
+                raise RuntimeError(
+                    f"animus-api answered {r.status}: {data.get('message') if isinstance(data, dict) else data}"
+                )
             return data
 
     async def hub(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
@@ -432,8 +434,13 @@ async def run_session(process: asyncssh.SSHServerProcess) -> None:
     except Refused as e:
         process.stderr.write(f"animus: {e.message}\r\n".encode())
         await owner.gw.control.report(
-            "refused", user=login.user, project=login.project, client=owner.client, session=login.session,
-            reason=e.reason, message=e.message,
+            "refused",
+            user=login.user,
+            project=login.project,
+            client=owner.client,
+            session=login.session,
+            reason=e.reason,
+            message=e.message,
         )
         process.exit(1)
         return
@@ -662,7 +669,9 @@ async def serve(settings: GatewaySettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s animus-ssh] %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)1.1s %(asctime)s animus-ssh] %(message)s", stream=sys.stderr
+    )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     asyncio.run(serve(GatewaySettings.from_environ(os.environ)))
 

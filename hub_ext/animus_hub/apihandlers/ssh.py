@@ -82,7 +82,9 @@ class SSHAuthorizeAPIHandler(APIHandler):
                 fingerprint = svc.parse_public_key(data.public_key).fingerprint
             except AnimusError:
                 pass
-            return self._refuse(data, "key_not_registered", f"This key is not registered for {data.user!r}", fingerprint)
+            return self._refuse(
+                data, "key_not_registered", f"This key is not registered for {data.user!r}", fingerprint
+            )
         if not SLUG.match(data.project):
             return self._refuse(data, "project_not_found", f"Project {data.project!r} not found", key.fingerprint)
         who = self.settings["identifier"].principal_for_model(
@@ -111,13 +113,19 @@ class SSHEventAPIHandler(APIHandler):
 
     def post(self) -> None:
         data = self.json_body(SSHEvent)
-        details: dict[str, Any] = {"gateway": self.principal.name, "session": data.session, "fingerprint": data.fingerprint}
+        details: dict[str, Any] = {
+            "gateway": self.principal.name,
+            "session": data.session,
+            "fingerprint": data.fingerprint,
+        }
         outcome = "success"
         action = "ssh.login"
         if data.event == "login":
             key = svc.key_of_fingerprint(self.db, data.user, data.fingerprint)
             if key is None:
-                raise AnimusError(422, "ssh_key_not_found", "No such key of this user", {"fingerprint": data.fingerprint})
+                raise AnimusError(
+                    422, "ssh_key_not_found", "No such key of this user", {"fingerprint": data.fingerprint}
+                )
             svc.touch(key)
         elif data.event == "refused":
             outcome = "denied"

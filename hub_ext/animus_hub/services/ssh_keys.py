@@ -69,7 +69,9 @@ def parse_public_key(text: str) -> ParsedKey:
         raise _bad_key("Give exactly one public key line (a .pub file has one)")
     if "PRIVATE KEY" in text:
         # never echo any of it back
-        raise _bad_key("This is a private key: give the public key (the .pub file) and keep the private key to yourself")
+        raise _bad_key(
+            "This is a private key: give the public key (the .pub file) and keep the private key to yourself"
+        )
     parts = text.split(None, 2)
     algorithm = parts[0]
     if algorithm not in ALLOWED_TYPES:
@@ -127,11 +129,11 @@ def add_key(session: Session, user: str, text: str, comment: str | None = None) 
     existing = session.scalar(select(SSHKey).where(SSHKey.fingerprint == parsed.fingerprint))
     if existing is not None:
         # the same answer whoever holds it: which person registered a key does not leak
-        raise AnimusError(
-            409, "ssh_key_exists", "This key is already registered", {"fingerprint": parsed.fingerprint}
-        )
+        raise AnimusError(409, "ssh_key_exists", "This key is already registered", {"fingerprint": parsed.fingerprint})
     if len(list_keys(session, user)) >= MAX_KEYS_PER_USER:
-        raise AnimusError(422, "too_many_ssh_keys", f"At most {MAX_KEYS_PER_USER} SSH keys per person; delete one first")
+        raise AnimusError(
+            422, "too_many_ssh_keys", f"At most {MAX_KEYS_PER_USER} SSH keys per person; delete one first"
+        )
     key = SSHKey(
         user_name=user,
         key_type=parsed.family if parsed.family != "ecdsa" else parsed.algorithm.removeprefix("ecdsa-sha2-"),
