@@ -99,7 +99,12 @@ def test_the_ssh_gateway_and_the_culler_are_services_with_only_the_scopes_they_n
     assert roles["animus-ssh"]["services"] == ["animus-ssh"]
     assert not any(s in roles["animus-ssh"]["scopes"] for s in ("admin:users", "tokens", "admin-ui"))
     assert "--timeout=3600" in services["idle-culler"]["command"]
-    assert set(roles["idle-culler"]["scopes"]) == {"list:users", "read:users:activity", "read:servers", "delete:servers"}
+    assert set(roles["idle-culler"]["scopes"]) == {
+        "list:users",
+        "read:users:activity",
+        "read:servers",
+        "delete:servers",
+    }
     assert c.JupyterHub.spawner_class == "animus_hub.spawner.AnimusLocalSpawner"
 
 
