@@ -454,7 +454,8 @@ async def run_session(process: asyncssh.SSHServerProcess) -> None:
         process.exit(1)
         return
     command = process.command
-    login.commands.append((command or "(shell)")[:200])
+    # the audit trail gets the program only: a command line may carry a secret
+    login.commands.append(command.split(None, 1)[0][:64] if command and command.strip() else "(shell)")
     shell = ws.env.get("SHELL") or owner.gw.settings.shell
     if not os.path.exists(shell):
         shell = owner.gw.settings.shell
