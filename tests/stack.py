@@ -86,7 +86,7 @@ class HubStack:
             objects_port=free_port(),
             db_url=db_url,
             proxy_cmd=find_proxy_command(),
-            **settings,
+            **{"ssh_port": free_port(), **settings},
         )
         self.admin_token = secrets.token_hex(24)
         self.log_path = log_path or self.root / "stack.log"

@@ -245,8 +245,22 @@ def test_submitted_run_is_queued_then_runs_and_succeeds_with_logs_metrics_and_ru
         events = s.scalars(select(OutboxEvent).where(OutboxEvent.type == "RunFinished")).all()
         mine = [e for e in events if e.payload["run_id"] == run["id"]]
         assert [e.payload["status"] for e in mine] == ["succeeded"]
-        job_row = s.get(RunJob, run["id"])
-        assert job_row.released  # the runner's process group was cleaned up
+    # the runner's process group is cleaned up by the scheduler's next round
+    assert wait_released(ctx["stack"], [run["id"]])
+
+
+def wait_released(stack: HubStack, run_ids: list[str], timeout: float = 30) -> bool:
+    """Whether every run's job is marked released (its process group stopped) within `timeout`."""
+    deadline = time.monotonic() + timeout
+    with db_session(stack) as s:
+        while True:
+            if all(s.get(RunJob, rid).released for rid in run_ids):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            s.rollback()  # end the read transaction: the next look sees new commits
+            s.expire_all()
+            time.sleep(0.2)
 
 
 def test_a_branch_or_tag_is_resolved_once_to_its_sha(ctx, git_server):

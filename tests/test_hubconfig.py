@@ -40,7 +40,7 @@ def test_workspace_tokens_may_call_animus_and_nothing_more(tmp_path):
     assert "access:services!service=animus" in SERVER_TOKEN_SCOPES
     assert not any(s.startswith(("admin", "tokens")) for s in SERVER_TOKEN_SCOPES)
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert set(services) == {"animus", "animus-objects"}
+    assert set(services) == {"animus", "animus-objects", "animus-ssh", "idle-culler"}
     # the object gateway gets no hub token scopes: URL signatures are its only access control
     assert not any("animus-objects" in str(r.get("services", [])) for r in c.JupyterHub.load_roles)
 
@@ -86,3 +86,33 @@ def test_an_oidc_issuer_selects_single_sign_on_with_an_encrypted_auth_state(tmp_
         EmbeddedSettings(data_dir=str(tmp_path), oidc_issuer="https://x", oidc_client_id="a", proxy_cmd="/bin/true"),
     )
     assert again.CryptKeeper["keys"] == c.CryptKeeper["keys"]
+
+
+def test_the_ssh_gateway_and_the_culler_are_services_with_only_the_scopes_they_need(tmp_path):
+    c = configured(tmp_path)
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    ssh = services["animus-ssh"]
+    assert "url" not in ssh, "the gateway speaks SSH on its own port: nothing to route through the proxy"
+    assert ssh["environment"]["ANIMUS_SSH_PORT"] == "8022" and ssh["environment"]["ANIMUS_SSH_HOST"] == "127.0.0.1"
+    assert ssh["environment"]["ANIMUS_SSH_HOST_KEY_FILE"] == str(tmp_path / "secrets" / "ssh_host_ed25519_key")
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["animus-ssh"]["services"] == ["animus-ssh"]
+    assert not any(s in roles["animus-ssh"]["scopes"] for s in ("admin:users", "tokens", "admin-ui"))
+    assert "--timeout=3600" in services["idle-culler"]["command"]
+    assert set(roles["idle-culler"]["scopes"]) == {
+        "list:users",
+        "read:users:activity",
+        "read:servers",
+        "delete:servers",
+    }
+    assert c.JupyterHub.spawner_class == "animus_hub.spawner.AnimusLocalSpawner"
+
+
+def test_port_zero_and_timeout_zero_leave_the_gateway_and_the_culler_out(tmp_path):
+    c = Config()
+    configure_embedded(
+        c, EmbeddedSettings(data_dir=str(tmp_path), port=8123, proxy_cmd="/bin/true", ssh_port=0, idle_timeout=0)
+    )
+    assert {s["name"] for s in c.JupyterHub.services} == {"animus", "animus-objects"}
+    # a role naming a service that does not exist would stop the hub
+    assert not any(set(r.get("services", [])) & {"animus-ssh", "idle-culler"} for r in c.JupyterHub.load_roles)

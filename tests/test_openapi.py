@@ -71,6 +71,9 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "reportRun": schemas.RunReport,
     "appendRunLogs": schemas.RunLogAppend,
     "submitPipeline": schemas.PipelineSubmit,
+    "addSSHKey": schemas.SSHKeyCreate,
+    "authorizeSSHLogin": schemas.SSHAuthorize,
+    "reportSSHEvent": schemas.SSHEvent,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler
@@ -86,6 +89,7 @@ PLATFORM_AUDIENCE_WORDS = {
     "authenticated": "any authenticated caller",
     "user": "human users only",
     "admin": "platform admins only",
+    "ssh_gateway": "the ssh gateway service only",
 }
 
 

@@ -23,11 +23,11 @@ import pytest
 import requests
 from sqlalchemy import select
 from stack import HubStack
-from test_batch_runs import PINNED, _free_port, _git, db_session
+from test_batch_runs import PINNED, _free_port, _git, db_session, wait_released
 
 from animus import datasets as sdk_datasets
 from animus.client import Client
-from animus_hub.orm import Artifact, OutboxEvent, PipelineStep, RunJob
+from animus_hub.orm import Artifact, OutboxEvent, PipelineStep
 
 SCRIPTS = {
     "prep.py": """
@@ -382,7 +382,7 @@ def test_sigkilled_control_plane_restarts_and_the_pipeline_completes_without_rep
         assert mine == ["succeeded", "succeeded"]
         steps = db.scalars(select(PipelineStep).where(PipelineStep.pipeline_run_id == p["id"])).all()
         assert {st.status for st in steps} == {"succeeded"}
-        assert all(db.get(RunJob, st.run_id).released for st in steps)
+    assert wait_released(s, [st.run_id for st in steps])
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -395,6 +395,46 @@ EXPECTED.update(
 )
 
 
+# --- workspace SSH ----------------------------------------------------------------------------
+
+
+def _ssh_public_key(ctx: Any) -> dict:
+    import asyncssh
+
+    return {"public_key": asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()}
+
+
+def _owners_ssh_key(ctx: Any, values: dict) -> dict:
+    """A key of the owner's: everyone else gets the 404 of a key that is not theirs."""
+    r = ctx.api("POST", "/users/me/ssh-keys", ctx.tokens["owner"], json=_ssh_public_key(ctx))
+    assert r.status_code == 201, r.text
+    return {"key_id": str(r.json()["id"])}
+
+
+OWNER_ONLY_KEY = {"anonymous": 401, **{c: 404 for c in CALLERS[1:]}, "owner": None}
+
+EXPECTED.update(
+    {
+        "/users/me/ssh-keys": {
+            "GET": Case(platform(200, EVERYONE)),
+            "POST": Case(platform(201, EVERYONE), body=_ssh_public_key),
+        },
+        "/users/me/ssh-keys/{key_id}": {
+            "GET": Case({**OWNER_ONLY_KEY, "owner": 200}, setup=_owners_ssh_key),
+            "DELETE": Case({**OWNER_ONLY_KEY, "owner": 204}, setup=_owners_ssh_key),
+        },
+        # only the SSH gateway service (animus-ssh) may ask and report
+        "/ssh/authorize": {
+            "POST": Case(
+                platform(200, set()),
+                body=lambda ctx: {"user": "u", "project": ctx.project, "public_key": _ssh_public_key(ctx)["public_key"]},
+            )
+        },
+        "/ssh/events": {"POST": Case(platform(200, set()), body=lambda ctx: {"event": "login", "user": "u"})},
+    }
+)
+
+
 # --- model registry ---------------------------------------------------------------------------
 
 

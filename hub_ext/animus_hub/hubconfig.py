@@ -22,6 +22,9 @@ API_PATH = SERVICE_PREFIX + "api/v1"
 # the data-plane object gateway of the local store (presigned GET/PUT of bytes)
 OBJECTS_SERVICE_NAME = "animus-objects"
 OBJECTS_PREFIX = f"/services/{OBJECTS_SERVICE_NAME}/"
+# the SSH gateway into workspaces (animus_hub.sshgateway) and the idle culler
+SSH_SERVICE_NAME = "animus-ssh"
+CULLER_SERVICE_NAME = "idle-culler"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class EmbeddedSettings:
     proxy_api_port: int = 8001
     api_port: int = 8090
     objects_port: int = 8092
+    # the SSH gateway's port (0: no gateway)
+    ssh_port: int = 8022
+    # stop workspaces idle for this many seconds (0: never); checked every idle_cull_every seconds
+    idle_timeout: int = 3600
+    idle_cull_every: int = 300
     db_url: str = ""
     proxy_cmd: str = ""
     # single sign-on: OIDC when an issuer is given, else the users.json authenticator
@@ -52,6 +60,9 @@ class EmbeddedSettings:
             proxy_api_port=int(env.get("ANIMUS_PROXY_API_PORT", 8001)),
             api_port=int(env.get("ANIMUS_API_PORT", 8090)),
             objects_port=int(env.get("ANIMUS_OBJECTS_PORT", 8092)),
+            ssh_port=int(env.get("ANIMUS_SSH_PORT", 8022)),
+            idle_timeout=int(env.get("ANIMUS_IDLE_TIMEOUT", 3600)),
+            idle_cull_every=int(env.get("ANIMUS_IDLE_CULL_EVERY", 300)),
             db_url=env.get("ANIMUS_DB_URL", ""),
             proxy_cmd=env.get("ANIMUS_PROXY_CMD", ""),
             oidc_issuer=env.get("ANIMUS_OIDC_ISSUER", ""),
@@ -69,6 +80,9 @@ class EmbeddedSettings:
             "ANIMUS_PROXY_API_PORT": str(self.proxy_api_port),
             "ANIMUS_API_PORT": str(self.api_port),
             "ANIMUS_OBJECTS_PORT": str(self.objects_port),
+            "ANIMUS_SSH_PORT": str(self.ssh_port),
+            "ANIMUS_IDLE_TIMEOUT": str(self.idle_timeout),
+            "ANIMUS_IDLE_CULL_EVERY": str(self.idle_cull_every),
             "ANIMUS_DB_URL": self.animus_db_url,
             "ANIMUS_PROXY_CMD": self.proxy_cmd,
             "ANIMUS_OIDC_ISSUER": self.oidc_issuer,
@@ -154,6 +168,42 @@ def objects_service(port: int, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def ssh_service(s: EmbeddedSettings) -> dict[str, Any]:
+    """The hub-managed SSH gateway: no URL (it speaks SSH on its own port, not HTTP through the proxy)."""
+    data = Path(s.data_dir)
+    return {
+        "name": SSH_SERVICE_NAME,
+        "command": [sys.executable, "-m", "animus_hub.sshgateway"],
+        "environment": {
+            "ANIMUS_SSH_HOST": "127.0.0.1" if s.ip in ("", "127.0.0.1") else s.ip,
+            "ANIMUS_SSH_PORT": str(s.ssh_port),
+            "ANIMUS_SSH_HOST_KEY_FILE": str(data / "secrets" / "ssh_host_ed25519_key"),
+            # animus-api directly (the gateway runs beside it)
+            "ANIMUS_SSH_API_URL": f"http://127.0.0.1:{s.api_port}" + API_PATH,
+            "ANIMUS_SSH_ACTIVITY_INTERVAL": os.environ.get("ANIMUS_SSH_ACTIVITY_INTERVAL", "60"),
+            "PYTHONUNBUFFERED": "1",
+        },
+        "display": False,
+    }
+
+
+def culler_service(timeout: int, cull_every: int) -> dict[str, Any]:
+    """jupyterhub-idle-culler: stops workspaces idle for `timeout` seconds (notebook, terminal,
+    VS Code and SSH activity all reach the hub as the server's last_activity)."""
+    return {
+        "name": CULLER_SERVICE_NAME,
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={timeout}",
+            f"--cull-every={cull_every}",
+            "--remove-named-servers=false",
+        ],
+        "display": False,
+    }
+
+
 # the hub-side forced logout (auth.hubsessions) answers only tokens with this scope
 SESSIONS_REVOKE_SCOPE = "custom:animus:sessions:revoke"
 CUSTOM_SCOPES = {
@@ -170,6 +220,26 @@ def animus_roles() -> list[dict[str, Any]]:
         {"name": "user", "scopes": ["self", f"access:services!service={SERVICE_NAME}"]},
         # animus-api may force a user's logout (and nothing else on the hub)
         {"name": "animus-sessions", "scopes": [SESSIONS_REVOKE_SCOPE], "services": [SERVICE_NAME]},
+        # the SSH gateway: who a user is (groups), start their servers and find the local
+        # process (server state), record activity, ask animus-api
+        {
+            "name": SSH_SERVICE_NAME,
+            "scopes": [
+                "read:users",
+                "read:servers",
+                "servers",
+                "admin:server_state",
+                "users:activity",
+                f"access:services!service={SERVICE_NAME}",
+            ],
+            "services": [SSH_SERVICE_NAME],
+        },
+        # jupyterhub-idle-culler's documented scopes
+        {
+            "name": CULLER_SERVICE_NAME,
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": [CULLER_SERVICE_NAME],
+        },
     ]
 
 
@@ -259,9 +329,15 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
         animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), {**api_env, **source_environment()}),
         objects_service(s.objects_port, objects_env),
     ]
-    c.JupyterHub.load_roles = animus_roles()
+    if s.ssh_port:
+        c.JupyterHub.services.append(ssh_service(s))
+    if s.idle_timeout:
+        c.JupyterHub.services.append(culler_service(s.idle_timeout, s.idle_cull_every))
+    services = {svc["name"] for svc in c.JupyterHub.services}
+    # a role may name only services that exist (the gateway and the culler can be switched off)
+    c.JupyterHub.load_roles = [r for r in animus_roles() if set(r.get("services", [])) <= services]
 
-    c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    c.JupyterHub.spawner_class = "animus_hub.spawner.AnimusLocalSpawner"
     c.SimpleLocalProcessSpawner.home_dir_template = str(data / "workspaces" / "{username}")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.default_url = "/lab"

@@ -312,6 +312,26 @@ class UserSession(Base):
     end_reason: Mapped[str] = mapped_column(String(32), default="")
 
 
+class SSHKey(Base):
+    """A person's public SSH key for the workspace SSH gateway (``animus_hub.sshgateway``).
+
+    Only the public half is stored; ``fingerprint`` (``SHA256:…``, as ``ssh-keygen -l``
+    prints it) is unique across people, so a key names exactly one person.
+    """
+
+    __tablename__ = "ssh_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(255), index=True)
+    key_type: Mapped[str] = mapped_column(String(64))
+    bits: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(128), unique=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    comment: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 # --- the rest of the domain: minimal now, grown by their own issues ------------------
 
 

@@ -398,3 +398,40 @@ class RunReport(Strict):
 class RunLogAppend(Strict):
     attempt: int = Field(ge=1)
     text: str = Field(max_length=512 * 1024)
+
+
+# --- workspace SSH ---------------------------------------------------------------------------
+
+
+class SSHKeyCreate(Strict):
+    public_key: str = Field(
+        min_length=1, max_length=16384, description="One OpenSSH public key line (the content of a .pub file)"
+    )
+    comment: str | None = Field(default=None, max_length=255, description="A label (default: the key line's comment)")
+
+
+class SSHAuthorize(Strict):
+    """What the SSH gateway asks before it lets a key in (``user+project`` login)."""
+
+    user: str = Field(pattern=PRINCIPAL_NAME_PATTERN, max_length=255)
+    groups: list[Annotated[str, Field(max_length=255)]] = Field(default_factory=list, max_length=1000)
+    admin: bool = False
+    project: str = Field(max_length=255)
+    public_key: str = Field(min_length=1, max_length=16384)
+    client: str = Field(default="", max_length=64, description="The SSH client's address")
+
+
+class SSHEvent(Strict):
+    """Something the SSH gateway saw, for the audit trail."""
+
+    event: Literal["login", "refused", "session_end"]
+    user: str = Field(max_length=255)
+    project: str = Field(default="", max_length=255)
+    fingerprint: str = Field(default="", max_length=128)
+    client: str = Field(default="", max_length=64)
+    session: str = Field(default="", max_length=64, description="The gateway's id of the connection")
+    reason: str = Field(default="", max_length=64)
+    message: str = Field(default="", max_length=500)
+    duration_seconds: float | None = Field(default=None, ge=0)
+    commands: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=100)
+    forwards: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)

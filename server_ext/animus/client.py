@@ -421,6 +421,20 @@ class Client:
             body["stop_servers"] = stop_servers
         return self.request("POST", f"/users/{_seg(user)}/logout", json_body=body)
 
+    # --- SSH keys -----------------------------------------------------------------------------
+
+    def add_ssh_key(self, public_key: str, comment: str | None = None) -> dict:
+        body: dict[str, Any] = {"public_key": public_key}
+        if comment is not None:
+            body["comment"] = comment
+        return self.request("POST", "/users/me/ssh-keys", json_body=body)
+
+    def list_ssh_keys(self) -> list[dict]:
+        return self.request("GET", "/users/me/ssh-keys")["items"]
+
+    def delete_ssh_key(self, key: str) -> None:
+        self.request("DELETE", f"/users/me/ssh-keys/{_seg(key)}")
+
     # --- service accounts -----------------------------------------------------------------
 
     def list_service_accounts(self, project: str, disabled: bool = False) -> list[dict]:

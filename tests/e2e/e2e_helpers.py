@@ -122,6 +122,7 @@ class AnimusUp:
             "--proxy-api-port": free_port(),
             "--api-port": free_port(),
             "--objects-port": free_port(),
+            "--ssh-port": free_port(),
         }
 
     @staticmethod

@@ -11,6 +11,7 @@ from . import (
     projects,
     rolemappings,
     service_accounts,
+    ssh,
     tracking,
     users,
     webhooks,
@@ -23,6 +24,7 @@ MODULES.append(webhooks)
 MODULES.append(users)
 MODULES.append(models)
 MODULES.append(pipelines)
+MODULES.append(ssh)
 
 
 def default_handlers() -> list[tuple[str, type]]:

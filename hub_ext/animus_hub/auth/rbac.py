@@ -71,6 +71,8 @@ PROJECT_ACTIONS: dict[str, Role] = {
     "environments:read": Role.viewer,
     "environments:write": Role.contributor,
     "runs:report": Role.contributor,
+    # a person's own workspace of the project (opened in the browser or through the SSH gateway)
+    "workspaces:open": Role.viewer,
 }
 
 # project actions only a run token may perform (a person cannot fake a runner's report)
@@ -96,6 +98,7 @@ READ_ONLY_ACTIONS = frozenset({"api:describe", "projects:list"})
 #   "authenticated": any identified principal
 #   "user": a human user (not a service account or run token)
 #   "admin": platform admins only
+#   "ssh_gateway": only the SSH gateway service (JupyterHub service SSH_GATEWAY_SERVICE)
 PLATFORM_ACTIONS: dict[str, str] = {
     "health:read": "public",
     "version:read": "authenticated",
@@ -109,7 +112,15 @@ PLATFORM_ACTIONS: dict[str, str] = {
     "event_types:read": "authenticated",
     "user_sessions:read": "admin",
     "users:logout": "admin",
+    # a person's own public SSH keys
+    "ssh_keys:read": "user",
+    "ssh_keys:write": "user",
+    # the SSH gateway asks whether a key may log in, and reports logins and session ends
+    "ssh:authorize": "ssh_gateway",
+    "ssh:report": "ssh_gateway",
 }
+
+SSH_GATEWAY_SERVICE = "animus-ssh"
 
 ALL_ACTIONS = frozenset(PROJECT_ACTIONS) | frozenset(PLATFORM_ACTIONS)
 
@@ -404,6 +415,8 @@ class Authorizer:
             if who == "user" and principal.kind == "user":
                 return None
             if who == "admin" and principal.is_admin:
+                return None
+            if who == "ssh_gateway" and principal.kind == "service" and principal.name == SSH_GATEWAY_SERVICE:
                 return None
             raise AnimusError(403, "forbidden", f"Not allowed to {action.replace(':', ' ')}", {"action": action})
         if action not in PROJECT_ACTIONS:

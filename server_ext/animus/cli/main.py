@@ -120,6 +120,23 @@ def main() -> None:
     help="Internal port of the object gateway (127.0.0.1).",
 )
 @click.option(
+    "--ssh-port",
+    default=8022,
+    show_default=True,
+    type=int,
+    envvar="ANIMUS_SSH_PORT",
+    help="Port of the SSH gateway into workspaces (ssh -p PORT you+PROJECT@host); 0 turns it off.",
+)
+@click.option(
+    "--idle-timeout",
+    default=3600,
+    show_default=True,
+    type=int,
+    envvar="ANIMUS_IDLE_TIMEOUT",
+    help="Stop workspaces nobody used for this many seconds (notebooks, terminals, VS Code and SSH count); "
+    "0 never stops them.",
+)
+@click.option(
     "--db-url",
     envvar="ANIMUS_DB_URL",
     default="",
@@ -156,6 +173,8 @@ def up(
     proxy_api_port: int,
     api_port: int,
     objects_port: int,
+    ssh_port: int,
+    idle_timeout: int,
     db_url: str,
     oidc_issuer: str,
     oidc_client_id: str,
@@ -185,6 +204,9 @@ def up(
         proxy_api_port=proxy_api_port,
         api_port=api_port,
         objects_port=objects_port,
+        ssh_port=ssh_port,
+        idle_timeout=idle_timeout,
+        idle_cull_every=max(1, min(300, idle_timeout // 4 or 300)),
         db_url=db_url,
         oidc_issuer=oidc_issuer,
         oidc_client_id=oidc_client_id,
@@ -597,6 +619,7 @@ from . import datasets as _datasets  # noqa: E402, F401 (registers `animus datas
 from . import models as _models  # noqa: E402, F401 (registers `animus models`)
 from . import pipelines as _pipelines  # noqa: E402, F401 (registers `animus pipelines` and `animus runs reproduce`)
 from . import service_accounts as _service_accounts  # noqa: E402, F401 (registers `animus service-accounts`)
+from . import ssh_keys as _ssh_keys  # noqa: E402, F401 (registers `animus ssh-keys`)
 from . import users as _users  # noqa: E402, F401 (registers `animus users`)
 
 if __name__ == "__main__":
