@@ -509,3 +509,68 @@ def test_a_batch_runs_status_cannot_be_set_through_tracking(ctx, git_server):
     )
     assert r.status_code == 409 and r.json()["reason"] == "batch_run_status"
     wait_status(ctx["client"], ctx["project"], run["id"], ("succeeded",))
+
+
+# --- the model registry's pinned-environment check ---------------------------------------------
+
+LOG_MODEL = """
+import pathlib, animus
+pathlib.Path("model.bin").write_bytes(b"weights of a batch run")
+with animus.start_run() as run:
+    run.log_artifact("model.bin")
+"""
+PINNED_POLICY = """\
+version: 1
+transitions:
+  validated:
+    roles: [contributor, maintainer, owner]
+    lineage:
+      commit_sha: true
+      pinned_environment: true
+"""
+
+
+def test_a_policy_requiring_a_pinned_environment_passes_a_production_run_and_refuses_others(ctx, git_server):
+    import animus.models as am
+    from animus.client import AnimusAPIError
+    from animus.tracking import Run
+
+    client, project = ctx["client"], ctx["project"]
+    am.put_policy(PINNED_POLICY, project, "pinned environments only", client=client)
+    am.create_model("pinned-env", project, client=client)
+
+    # a production batch run on pinned:1 (image by digest, a lock file): the check passes, with evidence
+    run = submit(ctx, git_server, ["python", "-c", LOG_MODEL], production=True)
+    assert wait_status(client, project, run["id"], ("succeeded", "failed"))["status"] == "succeeded"
+    am.register("pinned-env", run["id"], "model.bin", project, client=client)
+    r = am.transition("pinned-env", 1, "validated", "reproducible", project, client=client)
+    assert r["outcome"] == "transitioned" and r["version"]["status"] == "validated", r
+    check = next(c for c in r["checks"] if c["check"] == "pinned_environment")
+    assert check["ok"] and check["environment"]["ref"] == "pinned:1"
+    assert check["environment"]["image"] == PINNED and check["environment"]["lock_digest"].startswith("sha256:")
+
+    # a batch run on an environment without a lock file: refused, saying what it lacks
+    nolock = submit(ctx, git_server, ["python", "-c", LOG_MODEL], environment="nolock:1")
+    assert wait_status(client, project, nolock["id"], ("succeeded", "failed"))["status"] == "succeeded"
+    am.register("pinned-env", nolock["id"], "model.bin", project, client=client)
+    with pytest.raises(AnimusAPIError) as e:
+        am.transition("pinned-env", 2, "validated", project=project, client=client)
+    assert (e.value.status, e.value.reason) == (422, "policy_check_failed")
+    assert "nolock:1, which lacks a lock file" in e.value.message
+
+    # an interactive run (a notebook's): refused, explained, the version stays in draft
+    data = client.request(
+        "POST",
+        f"/projects/{project}/runs",
+        json_body={"name": "notebook", "code": {"repo_url": git_server[0], "commit_sha": git_server[2]}},
+    )
+    interactive = Run(client, project, data)
+    interactive.log_artifact(Path(__file__))
+    interactive.end()
+    am.register("pinned-env", interactive.id, Path(__file__).name, project, client=client)
+    with pytest.raises(AnimusAPIError) as e:
+        am.transition("pinned-env", 3, "validated", project=project, client=client)
+    assert (e.value.status, e.value.reason) == (422, "policy_check_failed")
+    assert f"Run {interactive.id} records no environment version: it is not a batch run" in e.value.message
+    assert am.get_version("pinned-env", 3, project, client=client)["status"] == "draft"
+    assert [h["kind"] for h in am.history("pinned-env", 3, project, client=client)] == ["validation_failed"]

@@ -452,3 +452,49 @@ def test_cli_prints_the_policy_and_refuses_clearly(mstack, team, tmp_path):
     assert r.exit_code == 0 and "# policy version" in r.output and "transitions" in r.output, r.output
     r = CliRunner().invoke(main, ["models", "promote", "churn", "1", "validated", "-p", team["project"]], env=env)
     assert r.exit_code == 1 and "403 forbidden" in r.output, r.output
+
+
+def test_a_refused_transition_is_audited_once_with_its_checks(mstack, team, iris, tmp_path):
+    project = team["project"]
+    c = team["clients"]["contributor"]
+    assert api(mstack, team, "PUT", "/promotion-policy", "owner", json={"source": POLICY}).status_code == 201
+    run_id = make_run(mstack, team, tmp_path, {"loss": 0.3})
+    am.create_model("once", project, client=c)
+    am.register("once", run_id, "model", project, client=c)
+    r = api(mstack, team, "POST", "/models/once/versions/1/transitions", "contributor", json={"to": "validated"})
+    assert r.status_code == 422 and r.json()["reason"] == "policy_check_failed"
+    # one row for the one request (not a second, generic one from the error path)
+    audit = mstack.api(
+        "GET",
+        f"/projects/{project}/audit/events",
+        team["tokens"]["owner"],
+        params={"outcome": "failure", "limit": 5000},
+    ).json()["items"]
+    mine = [a for a in audit if a["request_id"] == r.headers["X-Request-Id"]]
+    assert [(a["action"], a["outcome"]) for a in mine] == [("model_version.transition", "failure")], mine
+    assert mine[0]["resource"] == f"project/{project}/models/once/versions/1"
+    assert "has no metric 'accuracy'" in mine[0]["details"]["failed"][0]
+
+
+def test_a_models_description_and_tags_can_be_changed(mstack, team):
+    project = team["project"]
+    am.create_model("patched", project, "first", client=team["clients"]["contributor"])
+    r = api(
+        mstack, team, "PATCH", "/models/patched", "contributor", json={"description": "second", "tags": {"team": "a"}}
+    )
+    assert r.status_code == 200 and (r.json()["description"], r.json()["tags"]) == ("second", {"team": "a"})
+    r = api(mstack, team, "PATCH", "/models/patched", "contributor", json={"tags": {}})
+    assert r.status_code == 200 and r.json()["tags"] == {} and r.json()["description"] == "second"
+    for body in ({}, {"description": 5}, {"name": "renamed"}):
+        assert api(mstack, team, "PATCH", "/models/patched", "contributor", json=body).status_code == 422, body
+    assert api(mstack, team, "PATCH", "/models/patched", "viewer", json={"description": "x"}).status_code == 403
+    assert api(mstack, team, "PATCH", "/models/nope", "contributor", json={"description": "x"}).status_code == 404
+    got = api(mstack, team, "GET", "/models/patched", "viewer").json()
+    assert (got["description"], got["tags"]) == ("second", {})
+    audit = mstack.api(
+        "GET", f"/projects/{project}/audit/events", team["tokens"]["owner"], params={"action": "model.update"}
+    ).json()["items"]
+    assert [a["details"]["changes"].get("tags") for a in audit if a["outcome"] == "success"] == [
+        {"from": {}, "to": {"team": "a"}},
+        {"from": {"team": "a"}, "to": {}},
+    ]

@@ -58,6 +58,7 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "updateWebhook": schemas.WebhookUpdate,
     "forceUserLogout": schemas.ForcedLogout,
     "createModel": schemas.ModelCreate,
+    "updateModel": schemas.ModelUpdate,
     "createModelVersion": schemas.ModelVersionCreate,
     "transitionModelVersion": schemas.ModelTransition,
     "approveModelVersion": schemas.ModelApprovalCreate,

@@ -492,7 +492,10 @@ EXPECTED.update(
             "GET": Case(only(200, VIEWER_UP)),
             "POST": Case(only(201, CONTRIBUTOR_UP), body=lambda ctx: {"name": ctx.unique("m")}),
         },
-        "/projects/{project}/models/{model}": {"GET": Case(only(200, VIEWER_UP), setup=_new_model)},
+        "/projects/{project}/models/{model}": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_model),
+            "PATCH": Case(only(200, CONTRIBUTOR_UP), setup=_new_model, body=lambda ctx: {"description": "d"}),
+        },
         "/projects/{project}/models/{model}/history": {"GET": Case(only(200, VIEWER_UP), setup=_new_model)},
         "/projects/{project}/models/{model}/aliases/{alias}": {
             "PUT": Case(only(200, CONTRIBUTOR_UP), setup=_new_model_version, body=lambda ctx: {"version": 1}),

@@ -19,6 +19,7 @@ class AnimusError(Exception):
         message: str,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        audited: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -26,6 +27,8 @@ class AnimusError(Exception):
         self.message = message
         self.details = details or {}
         self.headers = headers or {}
+        #: the handler already committed the audit row of this refusal (write_error adds none)
+        self.audited = audited
 
     def to_json(self) -> dict[str, Any]:
         return {

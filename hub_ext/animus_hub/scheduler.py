@@ -242,29 +242,42 @@ class WebhookDeliveryStep:
 
     async def run(self, scheduler: Scheduler) -> bool:
         self._scheduler = scheduler
-        recorded = await self._record()
-        fanned = await asyncio.to_thread(self._fan_out)
         free = self.settings.max_concurrency - len(self._in_flight)
-        claimed = await asyncio.to_thread(self._claim, free) if free > 0 else []
+        # Each round is one transaction (record, fan out, claim). Rounds wait until a quarter
+        # of the slots are free again (or nothing is in flight), so a busy scheduler takes
+        # and settles deliveries in batches instead of one transaction per finished send.
+        if self._in_flight and free < max(1, self.settings.max_concurrency // 4):
+            return False
+        results, self._results = self._results, []
+        try:
+            recorded, fanned, claimed = await asyncio.to_thread(self._round, results, free, set(self._in_flight))
+        except Exception:
+            self._results = results + self._results  # try again next round; the claims still hold
+            raise
         for c in claimed:
             self._in_flight[c.id] = asyncio.get_running_loop().create_task(self._deliver(c))
         return bool(recorded or fanned >= self.settings.batch_size or claimed)
 
-    def _fan_out(self) -> int:
+    def _round(
+        self, results: list[AttemptResult], free: int, in_flight: set[int]
+    ) -> tuple[int, int, list[webhook_svc.ClaimedDelivery]]:
         with self.session_factory() as s:
-            n = webhook_svc.fan_out(s, self.settings.batch_size)
+            disabled = []
+            if results:
+                disabled = webhook_svc.record_results(
+                    s, results, self.settings.backoff, dt.timedelta(seconds=self.settings.retry_horizon_seconds)
+                )
+            fanned = webhook_svc.fan_out(s, self.settings.batch_size)
+            claimed = []
+            if free > 0:
+                claimed = webhook_svc.claim_due(s, min(free, self.settings.batch_size), self.hold, exclude=in_flight)
             s.commit()
-            return n
-
-    def _claim(self, limit: int) -> list[webhook_svc.ClaimedDelivery]:
-        with self.session_factory() as s:
-            claimed = webhook_svc.claim_due(
-                s, min(limit, self.settings.batch_size), self.hold, exclude=set(self._in_flight)
-            )
-            s.commit()
-            return claimed
+        for wid in disabled:
+            log.warning("webhook %s disabled: nothing reached its receiver within the retry horizon", wid)
+        return len(results), fanned, claimed
 
     async def _record(self) -> int:
+        """Record the results gathered so far (on close: the last attempts)."""
         if not self._results:
             return 0
         results, self._results = self._results, []
@@ -280,7 +293,7 @@ class WebhookDeliveryStep:
         try:
             disabled = await asyncio.to_thread(write)
         except Exception:
-            self._results = results + self._results  # try again next round; the claims still hold
+            self._results = results + self._results
             raise
         for wid in disabled:
             log.warning("webhook %s disabled: nothing reached its receiver within the retry horizon", wid)

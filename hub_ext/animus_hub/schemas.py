@@ -106,7 +106,9 @@ class CodeRefBody(Strict):
 
 class RunCreate(Strict):
     experiment_id: str | None = Field(default=None, pattern=r"^[0-9]{1,11}$")
-    experiment: str | None = Field(default=None, min_length=1, max_length=256, description="experiment name; created if missing")
+    experiment: str | None = Field(
+        default=None, min_length=1, max_length=256, description="experiment name; created if missing"
+    )
     name: str = Field(default="", max_length=250)
     tags: TagMap = Field(default_factory=dict)
     start_time: int | None = Field(default=None, ge=0, description="epoch milliseconds")
@@ -277,6 +279,17 @@ class ModelCreate(Strict):
     tags: TagMap = Field(default_factory=dict)
 
 
+class ModelUpdate(Strict):
+    description: str | None = Field(default=None, max_length=4000)
+    tags: TagMap | None = Field(default=None, description="replaces the model's tags ({} clears them)")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ModelUpdate:
+        if self.description is None and self.tags is None:
+            raise ValueError("give at least one of description, tags")
+        return self
+
+
 class ModelVersionCreate(Strict):
     run_id: str = Field(min_length=1, max_length=36, description="the run whose artifact this version is")
     path: str = Field(
@@ -361,7 +374,9 @@ class RunSubmit(Strict):
     datasets: list[str] = Field(default_factory=list, max_length=50, description="input datasets as NAME:VERSION")
     params: dict[str, ParamValue] = Field(default_factory=dict, max_length=100)
     tags: TagMap = Field(default_factory=dict)
-    experiment: str | None = Field(default=None, min_length=1, max_length=256, description="experiment name (default: Default)")
+    experiment: str | None = Field(
+        default=None, min_length=1, max_length=256, description="experiment name (default: Default)"
+    )
     name: str = Field(default="", max_length=250)
     priority: int = Field(default=0, ge=-100, le=100, description="higher runs first within the project's queue")
     retries: int = Field(default=0, ge=0, le=20, description="retries after the code fails (non-zero exit, timeout)")

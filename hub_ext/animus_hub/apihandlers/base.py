@@ -122,11 +122,7 @@ class APIHandler(web.RequestHandler):
             )
             self.role = self.authorizer.authorize(self.db, self.principal, self.action, self.project, slug, grants)
             self.authorizer.check_run_scope(self.principal, self.action, self.run_scope_id())
-            if (
-                self.mutating
-                and self.project.archived_at is not None
-                and self.action not in ARCHIVE_ACTIONS
-            ):
+            if self.mutating and self.project.archived_at is not None and self.action not in ARCHIVE_ACTIONS:
                 raise AnimusError(
                     409, "project_archived", f"Project {slug!r} is archived and read-only; unarchive it to change it"
                 )
@@ -340,6 +336,8 @@ class APIHandler(web.RequestHandler):
 
     def _audit_refusal(self, error: AnimusError) -> None:
         """Denied requests, and failed attempts to change something, are audited too."""
+        if getattr(error, "audited", False):
+            return  # recorded, with its details, in the transaction that recorded the refusal
         denied = error.status in (401, 403) or getattr(error, "denied", False)
         failed_mutation = self.mutating and 400 <= error.status < 500
         if not (denied or failed_mutation) or self.settings.get("session_factory") is None:

@@ -15,6 +15,7 @@ from ..schemas import (
     ModelCreate,
     ModelExportCreate,
     ModelTransition,
+    ModelUpdate,
     ModelVersionCreate,
     PromotionPolicyPut,
 )
@@ -56,10 +57,21 @@ class ModelListAPIHandler(APIHandler):
 
 
 class ModelAPIHandler(APIHandler):
-    actions = {"GET": "models:read"}
+    actions = {"GET": "models:read", "PATCH": "models:write"}
 
     def get(self, project: str, model: str) -> None:
         self.write_json(svc.model_json(self.db, svc.find_model(self.db, self.project, model)))
+
+    def patch(self, project: str, model: str) -> None:
+        data = self.json_body(ModelUpdate)
+        m = svc.find_model(self.db, self.project, model)
+        changes = svc.update_model(m, data.description, data.tags)
+        self.commit_and_write(
+            svc.model_json(self.db, m),
+            audit_action="model.update",
+            resource=_resource(project, m.name),
+            details={"changes": changes},
+        )
 
 
 class ModelVersionListAPIHandler(APIHandler):
@@ -79,11 +91,17 @@ class ModelVersionListAPIHandler(APIHandler):
     async def post(self, project: str, model: str) -> None:
         data = self.json_body(ModelVersionCreate)
         m = svc.find_model(self.db, self.project, model)
-        source = svc.resolve_source(self.db, self.project, data.run_id, data.path)
+        run = svc.find_source_run(self.db, self.project, data.run_id)
+        store = self.settings["object_store"]
+        source = svc.find_animus_source(self.db, run, data.path)
+        if source is None:
+            # files an MLflow client logged (log_model, autolog): given a content address here
+            source = await svc.resolve_mlflow_source(self.db, store, run, data.path)
+        if source is None:
+            raise svc.artifact_not_found(run, data.path.strip("/"))
         framework, flavors, signature = "", {}, None
         if source.mlmodel_sha256 is not None:
             # the MLmodel file is small metadata: read here to record framework and signature
-            store = self.settings["object_store"]
             text = await store.get_bytes(blob_key(self.project.id, source.mlmodel_sha256), svc.MAX_MLMODEL_BYTES)
             framework, flavors, signature = svc.parse_mlmodel(text)
         v = svc.create_version(
@@ -154,6 +172,7 @@ class _PromotionHandler(APIHandler):
                 + "; ".join(c["message"] for c in failed)
                 + (" (the version stays in draft)" if v.status == "draft" else ""),
                 {"checks": outcome.checks, "policy_version": outcome.policy_version, "status": v.status},
+                audited=True,
             )
         self.commit_and_write(
             body,

@@ -39,7 +39,10 @@ from ..orm import (
     Run,
     utcnow,
 )
+from ..storage.base import ObjectInfo, ObjectStore
 from . import promotion_policy as policy_svc
+from . import tracking as tracking_svc
+from .blobs import blob_key
 from .pagination import page
 from .projects import iso
 from .tracking import epoch_ms, json_float
@@ -127,6 +130,20 @@ def create_model(
     return m
 
 
+def update_model(m: Model, description: str | None, tags: dict[str, str] | None) -> dict[str, Any]:
+    """Change the description and/or replace the tags; returns what changed ({} if nothing)."""
+    changes: dict[str, Any] = {}
+    if description is not None and description != m.description:
+        changes["description"] = "changed"
+        m.description = description
+    if tags is not None and tags != (m.tags or {}):
+        changes["tags"] = {"from": m.tags or {}, "to": tags}
+        m.tags = dict(tags)
+    if changes:
+        m.updated_at = utcnow()
+    return changes
+
+
 def list_models(session: Session, project: Project, limit: int, cursor: str | None):
     return page(session, select(Model).where(Model.project_id == project.id), Model.id, limit, cursor)
 
@@ -143,16 +160,39 @@ class VersionSource:
     mlmodel_sha256: str | None
 
 
-def resolve_source(session: Session, project: Project, run_id: str, path: str) -> VersionSource:
-    """The run's artifact(s) at `path`: one file, or every file under a directory.
-
-    A directory holding an ``MLmodel`` file is an MLflow model directory.
-    """
+def find_source_run(session: Session, project: Project, run_id: str) -> Run:
     run = session.scalar(select(Run).where(Run.project_id == project.id, Run.id == run_id))
     if run is None:
         raise AnimusError(404, "run_not_found", f"Run {run_id!r} not found in project {project.slug!r}")
     if run.lifecycle_stage != "active":
         raise AnimusError(409, "run_deleted", f"Run {run.id} is deleted; restore it first")
+    return run
+
+
+def artifact_not_found(run: Run, path: str) -> AnimusError:
+    return AnimusError(
+        404,
+        "artifact_not_found",
+        f"Run {run.id} has no artifact file or directory {path!r} (log it with run.log_artifact(s), "
+        "or with MLflow, first)",
+        {"run_id": run.id, "path": path},
+    )
+
+
+def resolve_source(session: Session, project: Project, run_id: str, path: str) -> VersionSource:
+    """The run's artifact(s) at `path`: one file, or every file under a directory.
+
+    A directory holding an ``MLmodel`` file is an MLflow model directory. Only files
+    logged through Animus (content-addressed) are found here; see `resolve_mlflow_source`.
+    """
+    source = find_animus_source(session, find_source_run(session, project, run_id), path)
+    if source is None:
+        raise artifact_not_found(session.get(Run, run_id), path.strip("/"))
+    return source
+
+
+def find_animus_source(session: Session, run: Run, path: str) -> VersionSource | None:
+    """The run's content-addressed artifact(s) at `path`, or None if it logged none there."""
     path = path.strip("/")
     exact = session.scalar(select(Artifact).where(Artifact.run_id == run.id, Artifact.path == path)) if path else None
     if exact is not None:
@@ -166,18 +206,66 @@ def resolve_source(session: Session, project: Project, run_id: str, path: str) -
         stmt = stmt.where(Artifact.path.like(like, escape="\\"))
     rows = list(session.scalars(stmt.order_by(Artifact.path).limit(MAX_VERSION_FILES + 1)))
     if not rows:
-        raise AnimusError(
-            404,
-            "artifact_not_found",
-            f"Run {run.id} has no artifact file or directory {path!r} (log it with run.log_artifact(s) first)",
-            {"run_id": run.id, "path": path},
-        )
+        return None
     if len(rows) > MAX_VERSION_FILES:
         raise AnimusError(422, "too_many_files", f"A model version holds at most {MAX_VERSION_FILES} files")
     cut = len(path) + 1 if path else 0
     files = [{"path": a.path[cut:], "sha256": a.digest.removeprefix("sha256:"), "size": a.size} for a in rows]
     mlmodel = next((f["sha256"] for f in files if f["path"] == "MLmodel"), None)
     return VersionSource(run, path, "mlflow_model" if mlmodel else "directory", files, mlmodel)
+
+
+async def resolve_mlflow_source(session: Session, store: ObjectStore, run: Run, path: str) -> VersionSource | None:
+    """Files MLflow clients wrote for `run` at `path` (``mlflow.log_model``, autolog), made content-addressed.
+
+    MLflow stores files by path: under the run's artifact directory, and for MLflow 3
+    logged models under ``logged-models/<model id>/`` (as the run's artifact listing shows
+    them). Each file is hashed once (the store's checksum when it has one) and copied
+    inside the store to the project's blob space under its sha256, so the version
+    references its files by digest like any other; the MLflow files stay as they are.
+    Returns None when MLflow wrote nothing at `path`.
+    """
+    path = path.strip("/")
+    places = sorted(tracking_svc.mlflow_file_keys(session, run), key=lambda p: p[1] == "")
+    found: list[tuple[str, ObjectInfo]] = []
+    for prefix, shown in places:
+        if shown:
+            if path != shown.rstrip("/") and not path.startswith(shown):
+                continue
+            rel = path[len(shown) :] if path.startswith(shown) else ""
+        else:
+            rel = path
+        base = f"{prefix}/{rel}" if rel else prefix
+        info = await store.head(base) if rel else None
+        if info is not None:
+            found = [(rel.rsplit("/", 1)[-1], info)]
+            break
+        after = ""
+        while len(found) <= MAX_VERSION_FILES:
+            batch = await store.list(base + "/", limit=1000, start_after=after)
+            found += [(o.key[len(base) + 1 :], o) for o in batch]
+            if len(batch) < 1000:
+                break
+            after = batch[-1].key
+        if found:
+            break
+    if not found:
+        return None
+    if len(found) > MAX_VERSION_FILES:
+        raise AnimusError(422, "too_many_files", f"A model version holds at most {MAX_VERSION_FILES} files")
+    files: list[dict[str, Any]] = []
+    for name, info in sorted(found, key=lambda f: f[0]):
+        sha = await store.sha256(info.key)
+        if sha is None:
+            raise AnimusError(409, "artifact_changed", f"{name!r} disappeared while it was registered; try again")
+        blob = blob_key(run.project_id, sha)
+        if not await store.exists(blob):
+            await store.copy(info.key, blob)
+        files.append({"path": name, "sha256": sha, "size": info.size})
+    single = len(found) == 1 and found[0][1].key == f"{prefix}/{rel}"
+    mlmodel = next((f["sha256"] for f in files if f["path"] == "MLmodel"), None)
+    kind = "file" if single else ("mlflow_model" if mlmodel else "directory")
+    return VersionSource(run, path, kind, files, mlmodel if kind == "mlflow_model" else None)
 
 
 def parse_mlmodel(text: bytes) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
@@ -817,6 +905,6 @@ def run_summary(session: Session, run: Run | None) -> dict[str, Any] | None:
         "start_time": epoch_ms(run.start_time),
         "end_time": epoch_ms(run.end_time),
         "code": {"repo_url": run.repo_url, "commit_sha": run.commit_sha, "diff_digest": run.diff_digest},
-        "environment": policy_svc.environment_pin(session, run),
+        "environment": policy_svc.environment_of(session, run)[0],
         "created_by": run.created_by,
     }

@@ -21,7 +21,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import AnimusError
-from ..orm import Dataset, DatasetVersion, LatestMetric, Project, PromotionPolicy, Run, RunInput, utcnow
+from ..orm import (
+    Dataset,
+    DatasetVersion,
+    Environment,
+    EnvironmentVersion,
+    LatestMetric,
+    Project,
+    PromotionPolicy,
+    Run,
+    RunInput,
+    RunJob,
+    utcnow,
+)
+from . import environments as env_svc
 from .projects import iso
 
 MAX_POLICY_BYTES = 64 * 1024
@@ -213,17 +226,48 @@ def list_policies(session: Session, project: Project) -> list[PromotionPolicy]:
 # --- checks ------------------------------------------------------------------------------------
 
 
-def environment_pin(session: Session, run: Run) -> dict[str, str] | None:
-    """The environment version a run used, pinned by image and lock-file digest, if recorded.
+def environment_of(session: Session, run: Run) -> tuple[dict[str, Any] | None, str]:
+    """(the run's environment version, why it is not pinned — "" when it is).
 
-    Seam for the Environments issue: runs do not record an environment version yet, so
-    this answers None and a policy requiring ``pinned_environment`` refuses (explained).
-    When runs gain ``environment_version_id``, return its image and lock digests here.
+    Only batch runs record an environment version (``RunJob.environment_version_id``);
+    it is pinned when its image names a digest (``@sha256:``) and it has a lock file.
     """
-    version_id = getattr(run, "environment_version_id", None)
-    if version_id is None:
-        return None
-    return {"environment_version_id": str(version_id)}
+    row = session.execute(
+        select(EnvironmentVersion, Environment.name)
+        .join(RunJob, RunJob.environment_version_id == EnvironmentVersion.id)
+        .join(Environment, Environment.id == EnvironmentVersion.environment_id)
+        .where(RunJob.run_id == run.id)
+    ).first()
+    if row is None:
+        if session.scalar(select(RunJob.run_id).where(RunJob.run_id == run.id)) is None:
+            return None, (
+                f"Run {run.id} records no environment version: it is not a batch run (kind {run.kind!r}); "
+                "submit a batch run on a pinned environment"
+            )
+        return None, f"Run {run.id} records no environment version (it was deleted, or none was given)"
+    v, name = row
+    env = {
+        "environment": name,
+        "version": v.version,
+        "ref": f"{name}:{v.version}",
+        "image": v.image,
+        "image_pinned": env_svc.image_is_pinned(v.image),
+        "lock_digest": v.lock_digest or None,
+    }
+    missing = [
+        what
+        for what, ok in (("an image digest (@sha256:...)", env["image_pinned"]), ("a lock file", bool(v.lock_digest)))
+        if not ok
+    ]
+    if missing:
+        return env, f"Run {run.id} used environment {name}:{v.version}, which lacks {' and '.join(missing)}"
+    return env, ""
+
+
+def environment_pin(session: Session, run: Run) -> dict[str, Any] | None:
+    """The environment version a run used, if it is pinned by image digest and lock-file digest."""
+    env, why = environment_of(session, run)
+    return env if env is not None and not why else None
 
 
 def _consumed(session: Session, run: Run, dataset: str, version: int) -> DatasetVersion | None:
@@ -310,15 +354,14 @@ def evaluate_checks(session: Session, run: Run | None, transition: dict[str, Any
             }
         )
     if lineage.get("pinned_environment"):
-        pin = environment_pin(session, run)
+        env, why = environment_of(session, run)
         results.append(
             {
                 "check": "pinned_environment",
-                "ok": pin is not None,
-                "environment": pin,
-                "message": f"run {run.id} used a pinned environment"
-                if pin
-                else f"Run {run.id} records no pinned environment version (image and lock-file digests)",
+                "ok": not why,
+                "environment": env,
+                "message": why
+                or f"run {run.id} used environment {env['ref']} ({env['image']}, lock file {env['lock_digest']})",
             }
         )
     return results

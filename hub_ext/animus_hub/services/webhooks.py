@@ -455,21 +455,35 @@ def record_results(session: Session, results: list[AttemptResult], backoff: Any,
     if not results:
         return []
     by_id = {r.delivery_id: r for r in results}
-    deliveries = {d.id: d for d in session.scalars(select(Delivery).where(Delivery.id.in_(by_id)))}
+    # plain rows and one executemany UPDATE: a busy scheduler records hundreds of attempts a round
+    deliveries = {
+        row.id: row
+        for row in session.execute(
+            select(Delivery.id, Delivery.webhook_id, Delivery.state, Delivery.created_at).where(Delivery.id.in_(by_id))
+        )
+    }
     webhook_ids = {d.webhook_id for d in deliveries.values()}
     webhooks = {w.id: w for w in session.scalars(select(Webhook).where(Webhook.id.in_(webhook_ids)))}
     now = utcnow()
     attempts = []
+    changes: list[dict[str, Any]] = []
     disabled: list[int] = []
     for delivery_id, r in by_id.items():
         d = deliveries.get(delivery_id)
         w = webhooks.get(d.webhook_id) if d is not None else None
         if d is None or w is None or d.state != "pending":
             continue  # deleted meanwhile (the webhook with its log), or already settled
-        d.attempts = r.attempt
-        d.last_attempt_at = r.started_at
-        d.last_status_code = r.status_code
-        d.last_error = r.error
+        change: dict[str, Any] = {
+            "id": d.id,
+            "attempts": r.attempt,
+            "last_attempt_at": r.started_at,
+            "last_status_code": r.status_code,
+            "last_error": r.error,
+            "state": "pending",
+            "completed_at": None,
+            "next_attempt_at": None,
+        }
+        changes.append(change)
         attempts.append(
             {
                 "delivery_id": d.id,
@@ -482,16 +496,16 @@ def record_results(session: Session, results: list[AttemptResult], backoff: Any,
             }
         )
         if r.ok:
-            d.state, d.completed_at, d.next_attempt_at = "succeeded", now, None
+            change.update(state="succeeded", completed_at=now)
             w.last_success_at, w.consecutive_failures = now, 0
             continue
         w.consecutive_failures += 1
         w.last_failure_at = now
         next_at = now + dt.timedelta(seconds=backoff(r.attempt))
         if next_at <= d.created_at + horizon:
-            d.next_attempt_at = next_at
+            change["next_attempt_at"] = next_at
             continue
-        d.state, d.completed_at, d.next_attempt_at = "failed", now, None
+        change.update(state="failed", completed_at=now)
         nothing_got_through = w.last_success_at is None or w.last_success_at < d.created_at
         if w.enabled and nothing_got_through:
             w.enabled = False
@@ -517,6 +531,8 @@ def record_results(session: Session, results: list[AttemptResult], backoff: Any,
                     "last_status_code": r.status_code,
                 },
             )
+    if changes:
+        session.execute(update(Delivery), changes)
     if attempts:
         session.execute(insert(DeliveryAttempt), attempts)
     return disabled

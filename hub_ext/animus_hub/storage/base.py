@@ -270,6 +270,15 @@ class ObjectStore(LoggingConfigurable, metaclass=_ABCTraitsMeta):
     async def verify_sha256(self, key: str, expected: str) -> bool:
         """True if the object exists and its content has this sha256 (hex)."""
 
+    @abstractmethod
+    async def sha256(self, key: str) -> str | None:
+        """The object's sha256 (hex), or None if there is no such object.
+
+        The store's own checksum when it has one; otherwise the object is read (in
+        this store's threads) and hashed: used once per file, to give path-addressed
+        files (MLflow's) a content address.
+        """
+
     def local_path(self, key: str) -> Path | None:
         """A path clients on this machine can read directly, if the store has one."""
         validate_key(key)

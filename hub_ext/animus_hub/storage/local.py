@@ -500,6 +500,10 @@ class LocalObjectStore(ObjectStore):
         actual = await self.run_in_thread(self._sha256, key)
         return actual is not None and hmac.compare_digest(actual, expected)
 
+    async def sha256(self, key: str) -> str | None:
+        validate_key(key)
+        return await self.run_in_thread(self._sha256, key)
+
 
 def fsync_file(path: Path) -> None:
     """Flush a closed file's data to disk (Linux and macOS flush the inode through any descriptor)."""

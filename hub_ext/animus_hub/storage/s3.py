@@ -302,6 +302,23 @@ class S3ObjectStore(ObjectStore):
             body.close()
         return h.hexdigest()
 
+    async def sha256(self, key: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        validate_key(key)
+        info = await self.head(key)
+        if info is None:
+            return None
+        if info.sha256 is not None:
+            return info.sha256
+        try:
+            return await self.run_in_thread(self._stream_sha256, key)
+        except (ClientError, BotoCoreError) as e:
+            error = self._error(e, key)
+            if error.status == 404:
+                return None
+            raise error from None
+
     async def verify_sha256(self, key: str, expected: str) -> bool:
         """Uses the checksum the store verified at upload (x-amz-checksum-sha256, which
         SeaweedFS supports) when there is one; otherwise reads the object and hashes it."""

@@ -71,6 +71,10 @@ def models_register(
 
     A directory holding an MLmodel file is recorded as an MLflow model (flavors,
     framework, signature). Files are referenced by digest; nothing is copied.
+
+    Models logged with MLflow (log_model, autolog) are registered as they are: give the
+    path `animus runs artifacts RUN_ID` lists, e.g. logged-models/MODEL_ID. Their files
+    are hashed once at registration.
     """
     v = am.register(model, run_id, path, project, description=description, aliases=list(aliases), client=_client())
     if as_json:
