@@ -106,7 +106,9 @@ class CodeRefBody(Strict):
 
 class RunCreate(Strict):
     experiment_id: str | None = Field(default=None, pattern=r"^[0-9]{1,11}$")
-    experiment: str | None = Field(default=None, min_length=1, max_length=256, description="experiment name; created if missing")
+    experiment: str | None = Field(
+        default=None, min_length=1, max_length=256, description="experiment name; created if missing"
+    )
     name: str = Field(default="", max_length=250)
     tags: TagMap = Field(default_factory=dict)
     start_time: int | None = Field(default=None, ge=0, description="epoch milliseconds")
@@ -361,7 +363,9 @@ class RunSubmit(Strict):
     datasets: list[str] = Field(default_factory=list, max_length=50, description="input datasets as NAME:VERSION")
     params: dict[str, ParamValue] = Field(default_factory=dict, max_length=100)
     tags: TagMap = Field(default_factory=dict)
-    experiment: str | None = Field(default=None, min_length=1, max_length=256, description="experiment name (default: Default)")
+    experiment: str | None = Field(
+        default=None, min_length=1, max_length=256, description="experiment name (default: Default)"
+    )
     name: str = Field(default="", max_length=250)
     priority: int = Field(default=0, ge=-100, le=100, description="higher runs first within the project's queue")
     retries: int = Field(default=0, ge=0, le=20, description="retries after the code fails (non-zero exit, timeout)")
@@ -371,6 +375,15 @@ class RunSubmit(Strict):
     timeout_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
     production: bool = Field(
         default=False, description="refuse unless the code, environment and data are all pinned (422 lists what is not)"
+    )
+    secrets: list[str] | dict[str, str] = Field(
+        default_factory=list,
+        description="project secrets the run receives as environment variables: [NAME, …] (variable NAME "
+        "upper-cased, '-' and '.' as '_') or {NAME: VARIABLE}",
+    )
+    git_credentials: str | None = Field(
+        default=None,
+        description="name of a project secret with credentials for an https git remote: 'user:password' or a token",
     )
 
 
@@ -384,3 +397,12 @@ class RunReport(Strict):
 class RunLogAppend(Strict):
     attempt: int = Field(ge=1)
     text: str = Field(max_length=512 * 1024)
+
+
+class SecretPut(Strict):
+    value: str = Field(description="the secret value (write-only: never returned)")
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class RunSecretsFetch(Strict):
+    attempt: int = Field(ge=1)

@@ -1,6 +1,7 @@
 """animus-api REST handlers, one module per resource, each ending with ``default_handlers``."""
 
 from . import (
+    access,
     audit,
     batchruns,
     datasets,
@@ -9,6 +10,7 @@ from . import (
     models,
     projects,
     rolemappings,
+    secrets,
     service_accounts,
     tracking,
     users,
@@ -21,6 +23,9 @@ MODULES.append(service_accounts)
 MODULES.append(webhooks)
 MODULES.append(users)
 MODULES.append(models)
+# secrets before tracking too: /runs/{run_id}/secrets is the runner's fetch
+MODULES.insert(MODULES.index(tracking), secrets)
+MODULES.append(access)
 
 
 def default_handlers() -> list[tuple[str, type]]:

@@ -149,6 +149,8 @@ def submit(
     infra_retries: int,
     timeout_seconds: int | None,
     production: bool,
+    secrets: list[dict[str, str]] | None = None,
+    git_credentials: str | None = None,
 ) -> tuple[Run, RunJob]:
     run = tracking.create_run(
         session,
@@ -186,6 +188,8 @@ def submit(
         log_bytes=0,
         log_truncated=False,
         updated_at=now,
+        secrets=list(secrets or []),
+        git_credentials=git_credentials,
     )
     session.add(job)
     # lineage: the run consumes exactly these versions
@@ -250,6 +254,9 @@ def job_json(session: Session, run: Run, job: RunJob, with_lock: bool = False) -
         "cancelled_by": job.cancel_requested_by,
         "log_bytes": job.log_bytes,
         "log_truncated": job.log_truncated,
+        # names and variables only: values never leave the secret store through here
+        "secrets": [{"name": s["name"], "env": s["env"]} for s in job.secrets or []],
+        "git_credentials": job.git_credentials,
     }
 
 
@@ -424,6 +431,8 @@ class Dispatch:
     token: str
     timeout_seconds: int | None
     resources: dict[str, Any]
+    #: names of the secrets the attempt receives (its run credential is issued at launch)
+    secrets: list[str] = field(default_factory=list)
 
 
 def pick(session: Session, capacity: int, project_quota: int, now: dt.datetime, scan: int = 500) -> list[str]:
@@ -511,7 +520,10 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
         project=project.slug,
         details={"attempt": job.attempt, "executor": executor},
     )
-    return Dispatch(run.id, project.id, project.slug, job.attempt, value, job.timeout_seconds, resources)
+    names = [s["name"] for s in job.secrets or []]
+    if job.git_credentials and job.git_credentials not in names:
+        names.append(job.git_credentials)
+    return Dispatch(run.id, project.id, project.slug, job.attempt, value, job.timeout_seconds, resources, names)
 
 
 def locked(session: Session, run_id: str, attempt: int | None = None) -> tuple[Project, Run, RunJob] | None:
