@@ -302,8 +302,14 @@ class Client:
         timeout_seconds: int | None = None,
         production: bool = False,
         idempotency_key: str | None = None,
+        secrets: list[str] | dict[str, str] | None = None,
+        git_credentials: str | None = None,
     ) -> dict:
-        """Queue a batch run; the same `idempotency_key` sent again returns the same run."""
+        """Queue a batch run; the same `idempotency_key` sent again returns the same run.
+
+        `secrets` names project secrets the run receives as environment variables
+        ([NAME, ...] or {NAME: VARIABLE}); `git_credentials` names a secret for an https remote.
+        """
         body: dict[str, Any] = {
             "repo": repo,
             "commit": commit,
@@ -321,6 +327,8 @@ class Client:
             ("experiment", experiment),
             ("infra_retries", infra_retries),
             ("timeout_seconds", timeout_seconds),
+            ("secrets", secrets),
+            ("git_credentials", git_credentials),
         ):
             if value is not None:
                 body[key] = value
@@ -339,6 +347,30 @@ class Client:
         return self.request(
             "GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/logs", params={"after": after, "limit": limit}
         )
+
+    # --- secrets (names and metadata; values are write-only) ------------------------------
+
+    def list_secrets(self, project: str) -> list[dict]:
+        return list(self.paginate(f"/projects/{_seg(project)}/secrets"))
+
+    def secret(self, project: str, name: str) -> dict:
+        return self.request("GET", f"/projects/{_seg(project)}/secrets/{_seg(name)}")
+
+    def set_secret(self, project: str, name: str, value: str, description: str | None = None) -> dict:
+        body: dict[str, Any] = {"value": value}
+        if description is not None:
+            body["description"] = description
+        return self.request("PUT", f"/projects/{_seg(project)}/secrets/{_seg(name)}", json_body=body)
+
+    def delete_secret(self, project: str, name: str) -> None:
+        self.request("DELETE", f"/projects/{_seg(project)}/secrets/{_seg(name)}")
+
+    def access(self, project: str, resource: str = "project", principal: str | None = None) -> dict:
+        """Who can access `resource` (project, dataset:NAME, run:ID, model:NAME, secret:NAME) and why."""
+        params = {"resource": resource}
+        if principal:
+            params["principal"] = principal
+        return self.request("GET", f"/projects/{_seg(project)}/access", params=params)
 
     # --- role mappings (platform admins) --------------------------------------------------
 
