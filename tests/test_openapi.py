@@ -70,6 +70,8 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "submitRun": schemas.RunSubmit,
     "reportRun": schemas.RunReport,
     "appendRunLogs": schemas.RunLogAppend,
+    "putSecret": schemas.SecretPut,
+    "fetchRunSecrets": schemas.RunSecretsFetch,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler
