@@ -134,3 +134,41 @@ def test_bad_access_queries_answer_4xx(stack, fraud, params, status, reason):
     slug, _, t = fraud
     r = stack.api("GET", f"/projects/{slug}/access", t["owner"], params=params)
     assert r.status_code == status and r.json()["reason"] == reason, r.text
+
+
+def test_cli_secrets_and_access(stack, fraud, tmp_path):
+    import os
+    import secrets as pysecrets
+    import subprocess
+    import sys
+
+    import leakscan
+
+    slug, names, t = fraud
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANIMUS_", "JUPYTERHUB_"))}
+    env.update(
+        ANIMUS_CONFIG_DIR=str(tmp_path / "config"), ANIMUS_API_URL=stack.api_url, JUPYTERHUB_API_TOKEN=t["owner"]
+    )
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "animus.cli.main", *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    value = leakscan.register("cli-" + pysecrets.token_hex(12))
+    r = cli("secrets", "set", "api-key", "-p", slug, "--stdin", stdin=value + "\n")
+    assert r.returncode == 0 and "api-key  version 1" in r.stdout and value not in r.stdout + r.stderr, r.stderr
+    r = cli("secrets", "ls", "-p", slug)
+    assert r.returncode == 0 and "api-key" in r.stdout and value not in r.stdout
+    (tmp_path / "cli-out.txt").write_text(r.stdout)  # under the basetemp: the leak scan reads it too
+    r = cli("access", slug, "dataset:churn", "--principal", f"user:{names['vic']}")
+    assert r.returncode == 0 and "DENY  datasets:read: dataset 'churn' is restricted" in r.stdout, r.stdout
+    r = cli("secrets", "rm", "api-key", "-p", slug)
+    assert r.returncode == 0
+    r = cli("access", slug, "table:x")
+    assert r.returncode != 0 and "invalid_resource" in r.stderr + r.stdout

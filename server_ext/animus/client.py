@@ -224,7 +224,11 @@ class Client:
         experiment_ids: list[str] | None = None,
         limit: int | None = None,
     ) -> Iterator[dict]:
-        params: dict[str, Any] = {"filter": filter or None, "order_by": order_by or None, "experiment_id": experiment_ids or None}
+        params: dict[str, Any] = {
+            "filter": filter or None,
+            "order_by": order_by or None,
+            "experiment_id": experiment_ids or None,
+        }
         path = f"/projects/{_seg(project)}/runs"
         if limit is None:
             return self.paginate(path, params, page_size=500)
@@ -240,18 +244,26 @@ class Client:
             params={"key": key, "max_points": max_points},
         )
 
-    def compare_runs(self, project: str, run_ids: list[str], metrics: list[str] | None = None, max_points: int = 500) -> dict:
+    def compare_runs(
+        self, project: str, run_ids: list[str], metrics: list[str] | None = None, max_points: int = 500
+    ) -> dict:
         return self.request(
             "GET",
             f"/projects/{_seg(project)}/runs/compare",
-            params={"run_id": ",".join(run_ids), "metric": ",".join(metrics) if metrics else None, "max_points": max_points},
+            params={
+                "run_id": ",".join(run_ids),
+                "metric": ",".join(metrics) if metrics else None,
+                "max_points": max_points,
+            },
         )
 
     def list_artifacts(self, project: str, run_id: str) -> list[dict]:
         return list(self.paginate(f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts", page_size=1000))
 
     def artifact_url(self, project: str, run_id: str, path: str) -> dict:
-        return self.request("GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts/download", params={"path": path})
+        return self.request(
+            "GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts/download", params={"path": path}
+        )
 
     # --- environments and batch runs -------------------------------------------------------
 
@@ -428,11 +440,7 @@ class Client:
     ) -> dict:
         """A new token; its value is in the answer's ``token``, this once."""
         body: dict[str, Any] = {"expires_in": expires_in, "note": note, "scopes": list(scopes or [])}
-        return self.request(
-            "POST", f"/projects/{_seg(project)}/service-accounts/{_seg(name)}/tokens", json_body=body
-        )
+        return self.request("POST", f"/projects/{_seg(project)}/service-accounts/{_seg(name)}/tokens", json_body=body)
 
     def revoke_service_account_token(self, project: str, name: str, prefix: str) -> None:
-        self.request(
-            "DELETE", f"/projects/{_seg(project)}/service-accounts/{_seg(name)}/tokens/{_seg(prefix)}"
-        )
+        self.request("DELETE", f"/projects/{_seg(project)}/service-accounts/{_seg(name)}/tokens/{_seg(prefix)}")

@@ -592,6 +592,7 @@ def audit_verify(path: str | None) -> None:
 from . import batch as _batch  # noqa: E402, F401 (registers `animus runs submit/logs/cancel/job` and `animus environments`)
 from . import datasets as _datasets  # noqa: E402, F401 (registers `animus datasets`; it imports helpers from here)
 from . import models as _models  # noqa: E402, F401 (registers `animus models`)
+from . import secrets as _secrets  # noqa: E402, F401 (registers `animus secrets` and `animus access`)
 from . import service_accounts as _service_accounts  # noqa: E402, F401 (registers `animus service-accounts`)
 from . import users as _users  # noqa: E402, F401 (registers `animus users`)
 
