@@ -8,12 +8,51 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import leakscan
 import pytest
-from pgdb import create_pg_database, drop_pg_database
+import requests
+from pgdb import BEFORE_DROP, create_pg_database, drop_pg_database
 from seaweed import seaweedfs  # noqa: F401  (a session fixture)
 from stack import STACK_API_CONFIG, HubStack
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _leak_recorder(tmp_path_factory) -> Iterator[None]:
+    """Record every HTTP response the tests receive, and dump PostgreSQL databases before they are dropped
+    (the leak scanner greps them at the end of the session: tests/leakscan.py)."""
+    leakscan.set_dir(tmp_path_factory.getbasetemp() / "leakscan")
+    original = requests.Session.request
+
+    def recording(self, method, url, *args, **kwargs):
+        r = original(self, method, url, *args, **kwargs)
+        if not kwargs.get("stream"):
+            leakscan.record_response(method, url, r.status_code, r.content)
+        return r
+
+    requests.Session.request = recording
+    BEFORE_DROP.append(leakscan.dump_pg)
+    yield
+    BEFORE_DROP.remove(leakscan.dump_pg)
+    requests.Session.request = original
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """The leak scan: no registered secret value in any database dump, recorded response or log."""
+    if not leakscan.values():
+        return
+    root = session.config._tmp_path_factory.getbasetemp()
+    hits = leakscan.scan(root)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if hits:
+        if reporter is not None:
+            reporter.write_line("LEAK SCAN FAILED: secret values found in:", red=True)
+            for h in hits[:50]:
+                reporter.write_line("  " + h, red=True)
+        session.exitstatus = 1
+    elif reporter is not None:
+        reporter.write_line(f"leak scan: {len(leakscan.values())} secret values, none found under {root}")
 
 
 @pytest.fixture(autouse=True, scope="session")

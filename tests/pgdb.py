@@ -8,6 +8,8 @@ import uuid
 import psycopg
 
 PG_ADMIN_DSN = os.environ.get("ANIMUS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: called with (admin DSN, database name) before a database is dropped (the leak scanner dumps it)
+BEFORE_DROP: list = []
 
 
 def create_pg_database() -> tuple[str, str]:
@@ -20,5 +22,7 @@ def create_pg_database() -> tuple[str, str]:
 
 
 def drop_pg_database(name: str) -> None:
+    for hook in BEFORE_DROP:
+        hook(PG_ADMIN_DSN, name)
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

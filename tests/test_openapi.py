@@ -75,6 +75,8 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "addSSHKey": schemas.SSHKeyCreate,
     "authorizeSSHLogin": schemas.SSHAuthorize,
     "reportSSHEvent": schemas.SSHEvent,
+    "putSecret": schemas.SecretPut,
+    "fetchRunSecrets": schemas.RunSecretsFetch,
 }
 
 # operationId → why its body has no pydantic model; documented by hand from its handler

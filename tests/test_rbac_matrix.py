@@ -90,7 +90,12 @@ def _new_run(ctx: Any, values: dict) -> dict:
     r = ctx.api("POST", f"/projects/{ctx.project}/runs", ctx.tokens["owner"], json={"tags": {"t": "1"}})
     assert r.status_code == 201, r.text
     run_id = r.json()["id"]
-    r = ctx.api("POST", f"/projects/{ctx.project}/runs/{run_id}/log-batch", ctx.tokens["owner"], json={"metrics": [{"key": "m", "value": 1}]})
+    r = ctx.api(
+        "POST",
+        f"/projects/{ctx.project}/runs/{run_id}/log-batch",
+        ctx.tokens["owner"],
+        json={"metrics": [{"key": "m", "value": 1}]},
+    )
     assert r.status_code == 200, r.text
     return {"run_id": run_id}
 
@@ -173,7 +178,9 @@ EXPECTED: dict[str, dict[str, Case]] = {
         "PATCH": Case(only(200, CONTRIBUTOR_UP), setup=_new_experiment, body=lambda ctx: {"description": "d"}),
         "DELETE": Case(only(204, CONTRIBUTOR_UP), setup=_new_experiment),
     },
-    "/projects/{project}/experiments/{experiment_id}/restore": {"POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_experiment)},
+    "/projects/{project}/experiments/{experiment_id}/restore": {
+        "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_experiment)
+    },
     "/projects/{project}/runs": {
         "GET": Case(only(200, VIEWER_UP)),
         "POST": Case(only(201, CONTRIBUTOR_UP), body=lambda ctx: {"name": "r"}),
@@ -188,7 +195,9 @@ EXPECTED: dict[str, dict[str, Case]] = {
     },
     "/projects/{project}/runs/{run_id}/restore": {"POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run)},
     "/projects/{project}/runs/{run_id}/log-batch": {
-        "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"metrics": [{"key": "x", "value": 1}]}),
+        "POST": Case(
+            only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"metrics": [{"key": "x", "value": 1}]}
+        ),
     },
     "/projects/{project}/runs/{run_id}/tags": {
         "DELETE": Case(only(204, CONTRIBUTOR_UP), setup=_new_run, params=lambda ctx, v: {"key": "t"}),
@@ -198,18 +207,28 @@ EXPECTED: dict[str, dict[str, Case]] = {
     },
     "/projects/{project}/runs/{run_id}/artifacts": {"GET": Case(only(200, VIEWER_UP), setup=_new_run)},
     "/projects/{project}/runs/{run_id}/artifacts/upload": {
-        "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"files": [{"path": "f", "sha256": "0" * 64, "size": 1}]}),
+        "POST": Case(
+            only(200, CONTRIBUTOR_UP),
+            setup=_new_run,
+            body=lambda ctx: {"files": [{"path": "f", "sha256": "0" * 64, "size": 1}]},
+        ),
     },
     "/projects/{project}/runs/{run_id}/artifacts/commit": {
         # nothing was uploaded: members who may write get the 409 that says so
-        "POST": Case(only(409, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"files": [{"path": "f", "sha256": "0" * 64, "size": 1}]}),
+        "POST": Case(
+            only(409, CONTRIBUTOR_UP),
+            setup=_new_run,
+            body=lambda ctx: {"files": [{"path": "f", "sha256": "0" * 64, "size": 1}]},
+        ),
     },
     "/projects/{project}/runs/{run_id}/artifacts/download": {
         # no such artifact: members who may read get the 404 that says so
         "GET": Case(only(404, VIEWER_UP, refused_member=404), setup=_new_run, params=lambda ctx, v: {"path": "nope"}),
     },
     "/projects/{project}/runs/{run_id}/inputs": {
-        "POST": Case(only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"datasets": [{"name": "d", "digest": "abc"}]}),
+        "POST": Case(
+            only(200, CONTRIBUTOR_UP), setup=_new_run, body=lambda ctx: {"datasets": [{"name": "d", "digest": "abc"}]}
+        ),
     },
     "/projects/{project}/datasets": {
         "GET": Case(only(200, VIEWER_UP)),
@@ -299,7 +318,9 @@ EXPECTED: dict[str, dict[str, Case]] = {
 
 def _new_service_account(ctx: Any, values: dict) -> dict:
     name = ctx.unique("sa")
-    r = ctx.api("POST", f"/projects/{ctx.project}/service-accounts", ctx.tokens["owner"], json={"name": name, "role": "viewer"})
+    r = ctx.api(
+        "POST", f"/projects/{ctx.project}/service-accounts", ctx.tokens["owner"], json={"name": name, "role": "viewer"}
+    )
     assert r.status_code == 201, r.text
     return {"name": name}
 
@@ -468,7 +489,9 @@ def _new_model_and_run(ctx: Any, values: dict) -> dict:
 def _new_model_version(ctx: Any, values: dict) -> dict:
     v = _new_model_and_run(ctx, values)
     r = ctx.api(
-        "POST", f"/projects/{ctx.project}/models/{v['model']}/versions", ctx.tokens["owner"],
+        "POST",
+        f"/projects/{ctx.project}/models/{v['model']}/versions",
+        ctx.tokens["owner"],
         json={"run_id": v["run_id"], "path": "m.bin", "aliases": ["a"]},
     )
     assert r.status_code == 201, r.text
@@ -633,6 +656,44 @@ EXPECTED.update(
         },
     }
 )
+
+
+# --- secrets and "who can access X and why" ----------------------------------------------------
+
+
+def _secret_value(ctx: Any) -> dict:
+    import secrets as pysecrets
+
+    import leakscan
+
+    return {"value": leakscan.register("matrix-" + pysecrets.token_hex(12))}
+
+
+def _new_secret(ctx: Any, values: dict) -> dict:
+    name = ctx.unique("sec")
+    r = ctx.api("PUT", f"/projects/{ctx.project}/secrets/{name}", ctx.tokens["owner"], json=_secret_value(ctx))
+    assert r.status_code == 201, r.text
+    return {"name": name}
+
+
+EXPECTED.update(
+    {
+        # contributors see names (they can use a secret in a run anyway); maintainers set and delete
+        "/projects/{project}/secrets": {"GET": Case(only(200, CONTRIBUTOR_UP))},
+        "/projects/{project}/secrets/{name}": {
+            "GET": Case(only(200, CONTRIBUTOR_UP), setup=_new_secret),
+            "PUT": Case(only(201, MAINTAINER_UP), setup=lambda ctx, v: {"name": ctx.unique("sec")}, body=_secret_value),
+            "DELETE": Case(only(204, MAINTAINER_UP), setup=_new_secret),
+        },
+        # only the run's own runner (a run token) fetches its secrets: people get 403
+        "/projects/{project}/runs/{run_id}/secrets": {
+            "POST": Case(only(403, NOBODY), setup=_new_run, body=lambda ctx: {"attempt": 1})
+        },
+        # everyone in the project may ask about themselves (principal=...); the listing needs maintainer
+        "/projects/{project}/access": {"GET": Case(only(200, MAINTAINER_UP))},
+    }
+)
+
 
 def served_routes() -> list[tuple[str, type[APIHandler]]]:
     """The routes the application serves, as templates relative to the API prefix."""

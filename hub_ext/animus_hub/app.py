@@ -40,6 +40,8 @@ from .orm import Role
 from .pipelinequeue import PipelineStepper
 from .runqueue import RunQueue, RunQueueStep
 from .scheduler import Scheduler, WebhookDeliveryStep
+from .secrets.local import LocalSecretStore
+from .secrets.vault import VaultSecretStore
 from .storage.export_targets import load_export_targets
 from .storage.external import load_external_sources
 from .webhook_delivery import WebhookDelivery
@@ -51,7 +53,7 @@ class AnimusAPI(Application):
     name = "animus-api"
     version = __version__
     description = "The Animus Datalab REST API (runs as a JupyterHub service)."
-    classes = [Scheduler, WebhookDelivery, RunQueue, LocalExecutor]
+    classes = [Scheduler, WebhookDelivery, RunQueue, LocalExecutor, LocalSecretStore, VaultSecretStore]
 
     config_file = Unicode(
         "animus_api_config.py", help="A Python configuration file (traitlets), read if it exists."
@@ -135,6 +137,13 @@ class AnimusAPI(Application):
         help="Where batch runs execute: LocalExecutor (embedded: local process groups) or a cluster executor.",
     ).tag(config=True)
 
+    secret_store_class = Type(
+        default_value="animus_hub.secrets.local.LocalSecretStore",
+        klass="animus_hub.secrets.base.SecretStore",
+        help="Where project secret values live: LocalSecretStore (embedded: encrypted files) or "
+        "VaultSecretStore (Vault / OpenBao; configure c.VaultSecretStore.*). Values never enter the Animus database.",
+    ).tag(config=True)
+
     external_sources = Dict(
         help="""Read-only external S3 sources datasets may import from, by name, e.g.
         {"lake": {"endpoint_url": "https://s3.example.com", "region": "eu-west-1",
@@ -162,9 +171,7 @@ class AnimusAPI(Application):
         presign_endpoint_url, region, session_token_env, addressing_style, description.""",
     ).tag(config=True)
 
-    presign_expires = Integer(
-        300, help="Seconds a presigned upload or download URL stays valid."
-    ).tag(config=True)
+    presign_expires = Integer(300, help="Seconds a presigned upload or download URL stays valid.").tag(config=True)
 
     service_account_token_max_expires_in = Integer(
         365 * 24 * 3600,
@@ -202,6 +209,7 @@ class AnimusAPI(Application):
         self.init_db()
         self.init_auth()
         self.init_storage()
+        self.init_secrets()
         self.init_scheduler()
         self.init_tornado_application()
 
@@ -240,6 +248,13 @@ class AnimusAPI(Application):
         if self.model_export_targets:
             self.log.info("Export targets: %s", ", ".join(sorted(self.model_export_targets)))
 
+    def init_secrets(self) -> None:
+        from .apihandlers.secrets import LogScrubber
+
+        self.secret_store = self.secret_store_class(parent=self)
+        self.log_scrubber = LogScrubber()
+        self.log.info("Secret store: %s", self.secret_store.kind)
+
     def init_scheduler(self) -> None:
         """The background loop (webhook delivery first; later issues add their steps)."""
         self.webhook_delivery = WebhookDelivery(parent=self)
@@ -252,7 +267,9 @@ class AnimusAPI(Application):
         self.executor = self.executor_class(parent=self)
         runner_api_url = self.run_queue.runner_api_url or (self.service_url.rstrip("/") + self.base_url + API_PREFIX)
         self.scheduler.add_step(PipelineStepper(self.session_factory, self.run_queue))
-        self.scheduler.add_step(RunQueueStep(self.session_factory, self.run_queue, self.executor, runner_api_url))
+        self.scheduler.add_step(
+            RunQueueStep(self.session_factory, self.run_queue, self.executor, runner_api_url, self.secret_store)
+        )
 
     def make_handlers(self) -> list[tuple[str, type, dict]]:
         prefix = self.base_url + API_PREFIX
@@ -280,6 +297,8 @@ class AnimusAPI(Application):
             "webhook_delivery": self.webhook_delivery,
             "scheduler_wake": self.scheduler.wake,
             "run_queue": self.run_queue,
+            "secret_store": self.secret_store,
+            "log_scrubber": self.log_scrubber,
             "observe_request": observe_request,
             "log_function": self.log_request,
             "default_handler_class": NotFoundHandler,
@@ -334,6 +353,7 @@ class AnimusAPI(Application):
             source.close()
         for target in self.model_export_targets.values():
             target.close()
+        self.secret_store.close()
         self.engine.dispose()
 
     def start(self) -> None:

@@ -240,6 +240,8 @@ def animus_roles() -> list[dict[str, Any]]:
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": [CULLER_SERVICE_NAME],
         },
+        # and read users' groups and admin flag, to explain someone's access (GET /projects/{p}/access)
+        {"name": "animus-directory", "scopes": ["read:users"], "services": [SERVICE_NAME]},
     ]
 
 
@@ -324,9 +326,17 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
 
     objects_env = objects_environment(s)
     # the keys that encrypt webhook signing secrets (created on first use, 0600)
-    api_env = {**objects_env, "ANIMUS_WEBHOOK_SECRET_KEY_FILE": str(data / "secrets" / "webhook_secret_keys")}
+    api_env = {
+        **objects_env,
+        "ANIMUS_WEBHOOK_SECRET_KEY_FILE": str(data / "secrets" / "webhook_secret_keys"),
+        # the local secret store (LocalSecretStore): encrypted files and their key
+        "ANIMUS_SECRET_STORE_DIR": str(data / "secret-store"),
+        "ANIMUS_SECRET_STORE_KEY_FILE": str(data / "secrets" / "secret_store_key"),
+    }
     c.JupyterHub.services = [
-        animus_service(s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), {**api_env, **source_environment()}),
+        animus_service(
+            s.api_port, s.animus_db_url, str(data / "animus_api_config.py"), {**api_env, **source_environment()}
+        ),
         objects_service(s.objects_port, objects_env),
     ]
     if s.ssh_port:

@@ -651,9 +651,52 @@ class RunJob(Base):
     outputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     #: the seed the runner exports (ANIMUS_SEED, PYTHONHASHSEED); reproduce runs use the same one
     seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: [{"name", "env"}]: the project secrets the run receives, and in which variables (names only)
+    secrets: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: the name of a secret holding credentials for the run's git remote (https), if any
+    git_credentials: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: the attempt whose runner fetched its secret values through the API (local store: once per attempt)
+    secrets_fetched_attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     run: Mapped[Run] = relationship()
     environment_version: Mapped[EnvironmentVersion | None] = relationship()
+
+
+class SecretEntry(Base):
+    """A project secret's name and metadata; the value lives only in the secret store."""
+
+    __tablename__ = "secret_entry"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: 1 at creation, +1 at each rotation (PUT of a new value)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(255))
+
+
+class SecretLease(Base):
+    """A short-lived store credential issued to one attempt of a run; revoked when the attempt ends.
+
+    ``lease_id`` identifies the credential to its store (with Vault: the run policy's name
+    and the token's accessor, which can revoke the token but not read with it).
+    """
+
+    __tablename__ = "secret_lease"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    store: Mapped[str] = mapped_column(String(32))
+    lease_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
 
 
 class RunLogChunk(Base):

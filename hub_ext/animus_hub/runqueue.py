@@ -29,7 +29,9 @@ from traitlets.config import LoggingConfigurable
 
 from .executors.base import Executor, LaunchSpec
 from .orm import utcnow
+from .secrets import SecretStore, SecretStoreUnavailable
 from .services import batch
+from .services import secrets as secrets_svc
 
 log = logging.getLogger("animus.runqueue")
 
@@ -85,21 +87,30 @@ class RunQueueStep:
 
     name = "runs"
 
-    def __init__(self, session_factory: Callable[[], Session], settings: RunQueue, executor: Executor, api_url: str):
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        settings: RunQueue,
+        executor: Executor,
+        api_url: str,
+        secret_store: SecretStore | None = None,
+    ):
         self.session_factory = session_factory
         self.settings = settings
         self.executor = executor
         self.api_url = api_url
         #: when this process started watching heartbeats (silence before it does not count)
         self.watching_since: dt.datetime | None = None
+        self.secret_store = secret_store
 
     async def run(self, scheduler) -> bool:
         if self.watching_since is None:
             self.watching_since = utcnow()
         released = await self._release()
+        revoked = await self._revoke_leases()
         failed = await self._fail_overdue()
         started = await self._dispatch()
-        return bool(released or failed or started)
+        return bool(released or revoked or failed or started)
 
     # --- 1. stop what ended ---------------------------------------------------------------
 
@@ -123,6 +134,30 @@ class RunQueueStep:
             if found is not None:
                 found[2].released = True
                 s.commit()
+
+    # --- 1b. revoke the secret credentials of attempts that ended ----------------------------
+
+    async def _revoke_leases(self) -> int:
+        if self.secret_store is None:
+            return 0
+        leases = await asyncio.to_thread(self._tx, secrets_svc.leases_to_revoke)
+        done = []
+        for lease_pk, lease_id in leases:
+            try:
+                await asyncio.to_thread(self.secret_store.revoke_run_credential, lease_id)
+                done.append(lease_pk)
+            except SecretStoreUnavailable as e:
+                # tried again next round; the credential's own TTL ends it in any case
+                log.warning("could not revoke a run's secret credential yet: %s", e)
+                break
+        if done:
+            await asyncio.to_thread(self._mark_leases_revoked, done)
+        return len(done)
+
+    def _mark_leases_revoked(self, ids: list[int]) -> None:
+        with self.session_factory() as s:
+            secrets_svc.mark_revoked(s, ids)
+            s.commit()
 
     # --- 2. fail overdue and lost attempts -----------------------------------------------------
 
@@ -181,7 +216,42 @@ class RunQueueStep:
                     out.append(d)
         return out
 
+    async def _issue_credential(self, d: batch.Dispatch) -> dict[str, str] | None:
+        """The attempt's own secret-store credential (Vault), recorded as a lease; {} when not needed.
+
+        None when the store cannot be reached: the attempt has then failed as an infrastructure
+        failure (retried with backoff while its budget lasts, then failed with the reason).
+        """
+        if not d.secrets or self.secret_store is None or self.secret_store.serves_values:
+            return {}
+        ttl = int(d.timeout_seconds or self.settings.token_ttl_seconds)
+        try:
+            cred = await asyncio.to_thread(
+                self.secret_store.issue_run_credential, d.project_slug, d.run_id, d.attempt, d.secrets, ttl
+            )
+        except SecretStoreUnavailable as e:
+            log.warning("run %s attempt %s: the secret store is unavailable: %s", d.run_id, d.attempt, e)
+            await asyncio.to_thread(
+                self._fail, d.run_id, d.attempt, "infrastructure", f"the secret store is unavailable: {e}"[:500]
+            )
+            return None
+        if cred is None:
+            return {}
+        await asyncio.to_thread(self._record_lease, d, cred.lease_id, ttl)
+        return dict(cred.environment)
+
+    def _record_lease(self, d: batch.Dispatch, lease_id: str, ttl: int) -> None:
+        with self.session_factory() as s:
+            secrets_svc.record_lease(s, d.run_id, d.attempt, self.secret_store.kind, lease_id, ttl)
+            found = batch.locked(s, d.run_id)
+            if found is not None:
+                secrets_svc.audit_resolution(s, found[0], d.run_id, d.attempt, d.secrets, self.secret_store.kind)
+            s.commit()
+
     async def _launch(self, d: batch.Dispatch) -> None:
+        secret_env = await self._issue_credential(d)
+        if secret_env is None:
+            return
         spec = LaunchSpec(
             run_id=d.run_id,
             project=d.project_slug,
@@ -191,6 +261,7 @@ class RunQueueStep:
             timeout_seconds=d.timeout_seconds,
             resources=d.resources,
             heartbeat_interval=self.settings.heartbeat_interval,
+            secret_environment=secret_env,
         )
         try:
             handle = await self.executor.launch(spec)

@@ -390,6 +390,16 @@ class RunSubmit(Strict):
     seed: int | None = Field(
         default=None, ge=0, le=2**31 - 1, description="exported as ANIMUS_SEED and PYTHONHASHSEED (default: random)"
     )
+    secrets: list[str] | dict[str, str] = Field(
+        default_factory=list,
+        description="project secrets the run receives as environment variables: [NAME, …] (variable NAME "
+        "upper-cased, '-' and '.' as '_') or {NAME: VARIABLE}",
+    )
+    git_credentials: str | None = Field(
+        default=None,
+        description="name of a project secret with credentials for an https git remote: 'user:password' or a token",
+    )
+
 
 
 class PipelineSubmit(Strict):
@@ -450,3 +460,12 @@ class SSHEvent(Strict):
     duration_seconds: float | None = Field(default=None, ge=0)
     commands: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=100)
     forwards: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
+
+
+class SecretPut(Strict):
+    value: str = Field(description="the secret value (write-only: never returned)")
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class RunSecretsFetch(Strict):
+    attempt: int = Field(ge=1)

@@ -235,7 +235,11 @@ class Client:
         experiment_ids: list[str] | None = None,
         limit: int | None = None,
     ) -> Iterator[dict]:
-        params: dict[str, Any] = {"filter": filter or None, "order_by": order_by or None, "experiment_id": experiment_ids or None}
+        params: dict[str, Any] = {
+            "filter": filter or None,
+            "order_by": order_by or None,
+            "experiment_id": experiment_ids or None,
+        }
         path = f"/projects/{_seg(project)}/runs"
         if limit is None:
             return self.paginate(path, params, page_size=500)
@@ -251,18 +255,26 @@ class Client:
             params={"key": key, "max_points": max_points},
         )
 
-    def compare_runs(self, project: str, run_ids: list[str], metrics: list[str] | None = None, max_points: int = 500) -> dict:
+    def compare_runs(
+        self, project: str, run_ids: list[str], metrics: list[str] | None = None, max_points: int = 500
+    ) -> dict:
         return self.request(
             "GET",
             f"/projects/{_seg(project)}/runs/compare",
-            params={"run_id": ",".join(run_ids), "metric": ",".join(metrics) if metrics else None, "max_points": max_points},
+            params={
+                "run_id": ",".join(run_ids),
+                "metric": ",".join(metrics) if metrics else None,
+                "max_points": max_points,
+            },
         )
 
     def list_artifacts(self, project: str, run_id: str) -> list[dict]:
         return list(self.paginate(f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts", page_size=1000))
 
     def artifact_url(self, project: str, run_id: str, path: str) -> dict:
-        return self.request("GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts/download", params={"path": path})
+        return self.request(
+            "GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/artifacts/download", params={"path": path}
+        )
 
     # --- environments and batch runs -------------------------------------------------------
 
@@ -313,8 +325,14 @@ class Client:
         timeout_seconds: int | None = None,
         production: bool = False,
         idempotency_key: str | None = None,
+        secrets: list[str] | dict[str, str] | None = None,
+        git_credentials: str | None = None,
     ) -> dict:
-        """Queue a batch run; the same `idempotency_key` sent again returns the same run."""
+        """Queue a batch run; the same `idempotency_key` sent again returns the same run.
+
+        `secrets` names project secrets the run receives as environment variables
+        ([NAME, ...] or {NAME: VARIABLE}); `git_credentials` names a secret for an https remote.
+        """
         body: dict[str, Any] = {
             "repo": repo,
             "commit": commit,
@@ -332,6 +350,8 @@ class Client:
             ("experiment", experiment),
             ("infra_retries", infra_retries),
             ("timeout_seconds", timeout_seconds),
+            ("secrets", secrets),
+            ("git_credentials", git_credentials),
         ):
             if value is not None:
                 body[key] = value
@@ -394,6 +414,30 @@ class Client:
         return self.request(
             "GET", f"/projects/{_seg(project)}/runs/{_seg(run_id)}/logs", params={"after": after, "limit": limit}
         )
+
+    # --- secrets (names and metadata; values are write-only) ------------------------------
+
+    def list_secrets(self, project: str) -> list[dict]:
+        return list(self.paginate(f"/projects/{_seg(project)}/secrets"))
+
+    def secret(self, project: str, name: str) -> dict:
+        return self.request("GET", f"/projects/{_seg(project)}/secrets/{_seg(name)}")
+
+    def set_secret(self, project: str, name: str, value: str, description: str | None = None) -> dict:
+        body: dict[str, Any] = {"value": value}
+        if description is not None:
+            body["description"] = description
+        return self.request("PUT", f"/projects/{_seg(project)}/secrets/{_seg(name)}", json_body=body)
+
+    def delete_secret(self, project: str, name: str) -> None:
+        self.request("DELETE", f"/projects/{_seg(project)}/secrets/{_seg(name)}")
+
+    def access(self, project: str, resource: str = "project", principal: str | None = None) -> dict:
+        """Who can access `resource` (project, dataset:NAME, run:ID, model:NAME, secret:NAME) and why."""
+        params = {"resource": resource}
+        if principal:
+            params["principal"] = principal
+        return self.request("GET", f"/projects/{_seg(project)}/access", params=params)
 
     # --- role mappings (platform admins) --------------------------------------------------
 
@@ -465,11 +509,7 @@ class Client:
     ) -> dict:
         """A new token; its value is in the answer's ``token``, this once."""
         body: dict[str, Any] = {"expires_in": expires_in, "note": note, "scopes": list(scopes or [])}
-        return self.request(
-            "POST", f"/projects/{_seg(project)}/service-accounts/{_seg(name)}/tokens", json_body=body
-        )
+        return self.request("POST", f"/projects/{_seg(project)}/service-accounts/{_seg(name)}/tokens", json_body=body)
 
     def revoke_service_account_token(self, project: str, name: str, prefix: str) -> None:
-        self.request(
-            "DELETE", f"/projects/{_seg(project)}/service-accounts/{_seg(name)}/tokens/{_seg(prefix)}"
-        )
+        self.request("DELETE", f"/projects/{_seg(project)}/service-accounts/{_seg(name)}/tokens/{_seg(prefix)}")

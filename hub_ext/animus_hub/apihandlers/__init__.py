@@ -1,6 +1,7 @@
 """animus-api REST handlers, one module per resource, each ending with ``default_handlers``."""
 
 from . import (
+    access,
     audit,
     batchruns,
     datasets,
@@ -10,6 +11,7 @@ from . import (
     pipelines,
     projects,
     rolemappings,
+    secrets,
     service_accounts,
     ssh,
     tracking,
@@ -25,6 +27,9 @@ MODULES.append(users)
 MODULES.append(models)
 MODULES.append(pipelines)
 MODULES.append(ssh)
+# secrets before tracking too: /runs/{run_id}/secrets is the runner's fetch
+MODULES.insert(MODULES.index(tracking), secrets)
+MODULES.append(access)
 
 
 def default_handlers() -> list[tuple[str, type]]:

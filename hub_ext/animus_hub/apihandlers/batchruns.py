@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..auth.rbac import authorize_run_cancel
 from ..errors import AnimusError
 from ..schemas import EnvironmentCreate, EnvironmentVersionCreate, RunLogAppend, RunReport, RunSubmit
 from ..services import batch, gitrefs
 from ..services import environments as env_svc
+from ..services import secrets as secrets_svc
 from ..services import tracking as tracking_svc
 from ..services.blobs import blob_key
 from .base import APIHandler
@@ -100,6 +102,9 @@ class RunSubmitAPIHandler(APIHandler):
         )
         if data.production:
             batch.refuse_unreproducible(data.commit, resolved)
+        run_secrets, git_credentials = secrets_svc.parse_run_secrets(
+            self.db, self.project, data.secrets, data.git_credentials
+        )
         code = await gitrefs.resolve(repo, data.commit, queue.git_timeout, verify=queue.verify_commits)
         if data.experiment:
             experiment = tracking_svc.find_experiment_by_name(
@@ -125,6 +130,8 @@ class RunSubmitAPIHandler(APIHandler):
             timeout_seconds=data.timeout_seconds,
             production=data.production,
             seed=data.seed,
+            secrets=run_secrets,
+            git_credentials=git_credentials,
         )
         body = {**tracking_svc.run_json(run), "job": batch.job_json(self.db, run, job)}
         self.commit_and_write(
@@ -139,6 +146,8 @@ class RunSubmitAPIHandler(APIHandler):
                 "datasets": [f"{i['name']}:{i['version']}" for i in resolved.inputs],
                 "production": data.production,
                 "priority": data.priority,
+                "secrets": [s["name"] for s in run_secrets],
+                "git_credentials": git_credentials,
             },
         )
         self.settings["scheduler_wake"]()
@@ -169,6 +178,8 @@ class RunCancelAPIHandler(APIHandler):
     def post(self, project: str, run_id: str) -> None:
         run = tracking_svc.find_run(self.db, self.project, run_id)
         job = batch.find_job(self.db, run, lock=True)
+        # object-level rule: contributors cancel their own runs, maintainers anyone's
+        authorize_run_cancel(self.principal, self.role, run.created_by, run.id)
         if not batch.cancel(self.db, self.project, run, job, self.principal.name):
             raise AnimusError(
                 409, "run_finished", f"Run {run.id} has already finished ({run.status})", {"status": run.status}
@@ -243,11 +254,19 @@ class RunLogsAPIHandler(APIHandler):
             }
         )
 
-    def post(self, project: str, run_id: str) -> None:
+    async def post(self, project: str, run_id: str) -> None:
         data = self.json_body(RunLogAppend)
         run = tracking_svc.find_run(self.db, self.project, run_id)
+        job = batch.find_job(self.db, run)
+        text = data.text
+        # the runner scrubbed already; scrub again when this process can know the values (not with Vault)
+        redact = await self.settings["log_scrubber"].redactor(
+            self.settings["secret_store"], self.project.slug, run.id, job.attempt, secrets_svc.run_secret_names(job)
+        )
+        if redact:
+            text = redact(text)
         job = batch.find_job(self.db, run, lock=True)
-        result = batch.append_log(self.db, run, job, data.attempt, data.text, self.settings["run_queue"].log_max_bytes)
+        result = batch.append_log(self.db, run, job, data.attempt, text, self.settings["run_queue"].log_max_bytes)
         # output is data of the run, not a change of state: like metric points, not audited one by one
         self.db.commit()
         self.write_json(result)

@@ -52,3 +52,21 @@ class HubAPI:
         except OSError as e:
             raise AnimusError(503, "hub_unavailable", f"The hub cannot be reached: {e}") from None
         return json.loads(r.body)
+
+    async def user(self, name: str) -> dict[str, Any] | None:
+        """The hub's model of user `name` (name, groups, admin), None if there is none.
+
+        Needs ``read:users`` (the animus-directory role of the embedded configuration).
+        """
+        url = f"{self.api_url}/users/{quote(name, safe='')}"
+        try:
+            r = await AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {self.token}"}, request_timeout=self.timeout
+            )
+        except HTTPClientError as e:
+            if e.code == 404:
+                return None
+            raise AnimusError(502, "hub_error", f"The hub refused to describe user {name!r} ({e.code})") from None
+        except OSError as e:
+            raise AnimusError(503, "hub_unavailable", f"The hub cannot be reached: {e}") from None
+        return json.loads(r.body)

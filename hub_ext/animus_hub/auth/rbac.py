@@ -73,15 +73,52 @@ PROJECT_ACTIONS: dict[str, Role] = {
     "runs:report": Role.contributor,
     # a person's own workspace of the project (opened in the browser or through the SSH gateway)
     "workspaces:open": Role.viewer,
+    # secrets: contributors see names and metadata (they can already use a secret in a run);
+    # maintainers set, rotate and delete; "runs:secrets" is a runner fetching its values
+    "secrets:read": Role.contributor,
+    "secrets:write": Role.maintainer,
+    "runs:secrets": Role.contributor,
+    # "who can access X and why": anyone in the project about themselves, maintainers about anyone
+    "access:read": Role.viewer,
 }
 
 # project actions only a run token may perform (a person cannot fake a runner's report)
-RUN_TOKEN_ONLY_ACTIONS = frozenset({"runs:report"})
+RUN_TOKEN_ONLY_ACTIONS = frozenset({"runs:report", "runs:secrets"})
 # what a run token may do at all: read its project's data and environments, and read and
 # write its own run (``check_run_scope`` compares the run in the path)
 RUN_TOKEN_ACTIONS = frozenset(
-    {"project:read", "datasets:read", "environments:read", "experiments:read", "runs:read", "runs:write", "runs:report"}
+    {
+        "project:read",
+        "datasets:read",
+        "environments:read",
+        "experiments:read",
+        "runs:read",
+        "runs:write",
+        "runs:report",
+        "runs:secrets",
+    }
 )
+# the least role that may cancel someone else's run (one's own needs only runs:write)
+CANCEL_OTHERS_ROLE = Role.maintainer
+# the least role that may ask who else can access something (anyone may ask about themselves)
+EXPLAIN_OTHERS_ROLE = Role.maintainer
+
+# what "who can access X and why" checks for each kind of resource
+RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "project": (
+        "project:read",
+        "project:update",
+        "members:write",
+        "runs:write",
+        "datasets:write",
+        "secrets:read",
+        "secrets:write",
+    ),
+    "dataset": ("datasets:read", "datasets:write", "datasets:admin", "datasets:delete"),
+    "run": ("runs:read", "runs:cancel"),
+    "model": ("models:read", "models:write", "models:promote", "models:approve"),
+    "secret": ("secrets:read", "secrets:write", "runs:write"),
+}
 
 # project actions only a human may perform: a token cannot create service accounts or
 # mint tokens (a leaked token could otherwise outlive its own expiry)
@@ -213,7 +250,9 @@ def projects_named_by(rule: RuleSpec, groups: frozenset[str]) -> set[str]:
 # a user's direct and group memberships of one project, built once (hot path of every request)
 _MEMBERSHIP = or_(
     and_(ProjectMember.principal_kind == "user", ProjectMember.principal_name == bindparam("user")),
-    and_(ProjectMember.principal_kind == "group", ProjectMember.principal_name.in_(bindparam("groups", expanding=True))),
+    and_(
+        ProjectMember.principal_kind == "group", ProjectMember.principal_name.in_(bindparam("groups", expanding=True))
+    ),
 )
 # Core (not ORM) statements: on the read path an ORM query costs more than the query itself
 _PROJECT_COLUMNS = [c.name for c in Project.__table__.columns]
@@ -225,7 +264,9 @@ _PROJECT_AND_MEMBERSHIPS = (
         ProjectMember.__table__.c.role.label("m_role"),
     )
     .select_from(Project.__table__)
-    .outerjoin(ProjectMember.__table__, and_(ProjectMember.__table__.c.project_id == Project.__table__.c.id, _MEMBERSHIP))
+    .outerjoin(
+        ProjectMember.__table__, and_(ProjectMember.__table__.c.project_id == Project.__table__.c.id, _MEMBERSHIP)
+    )
     .where(Project.__table__.c.slug == bindparam("slug"))
 )
 _MEMBERSHIPS = select(ProjectMember.principal_kind, ProjectMember.principal_name, ProjectMember.role).where(
@@ -283,7 +324,15 @@ class Authorizer:
         if for_update:
             project = session.scalar(_PROJECT_BY_SLUG, {"slug": slug})
             return project, (self.grants(session, principal, project) if project is not None else [])
-        key = (principal.kind, principal.name, principal.groups, principal.is_admin, principal.project_id, principal.role, slug)
+        key = (
+            principal.kind,
+            principal.name,
+            principal.groups,
+            principal.is_admin,
+            principal.project_id,
+            principal.role,
+            slug,
+        )
         now = time.monotonic()
         hit = self._read_cache.get(key)
         if hit is not None and now - hit[0] < self.read_cache_seconds:
@@ -293,7 +342,11 @@ class Authorizer:
             session.connection()
             .execute(
                 _PROJECT_AND_MEMBERSHIPS,
-                {"slug": slug, "user": principal.name if is_user else "", "groups": sorted(principal.groups) if is_user else []},
+                {
+                    "slug": slug,
+                    "user": principal.name if is_user else "",
+                    "groups": sorted(principal.groups) if is_user else [],
+                },
             )
             .all()
         )
@@ -441,7 +494,10 @@ class Authorizer:
             )
         if action in HUMAN_ONLY_ACTIONS and principal.kind != "user":
             raise AnimusError(
-                403, "forbidden", f"Only people may {action.replace(':', ' ')}, not {principal.kind} tokens", {"action": action}
+                403,
+                "forbidden",
+                f"Only people may {action.replace(':', ' ')}, not {principal.kind} tokens",
+                {"action": action},
             )
         if action in RUN_TOKEN_ONLY_ACTIONS and principal.kind != "run":
             raise AnimusError(
@@ -453,6 +509,10 @@ class Authorizer:
             raise insufficient_scope(principal, action)
         return role
 
+    def explain(self, session: Session, principal: Principal, project: Project, ctx: ExplainContext) -> dict:
+        """Why `principal` may or may not act on a resource (see ``_explain``)."""
+        return _explain(self, session, principal, project, ctx)
+
     @staticmethod
     def check_run_scope(principal: Principal, action: str, run_id: str | None) -> None:
         """A run token touches runs only through its own run's paths: any other run is 404, a
@@ -463,6 +523,141 @@ class Authorizer:
             raise AnimusError(403, "forbidden", "A run token may act only on its own run", {"action": action})
         if run_id != principal.run_id:
             raise AnimusError(404, "run_not_found", f"Run {run_id!r} not found")
+
+
+class ExplainContext:
+    """What an explanation needs to know about the resource (loaded by the caller, no lookups here).
+
+    ``dataset_reader_groups`` is None for an unrestricted dataset; ``run_created_by`` is the
+    run's creator; ``approver_roles``/``four_eyes``/``requested_by`` describe the promotion
+    policy's approval rule for the model's next open request, if any.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        name: str = "",
+        dataset_reader_groups: list[str] | None = None,
+        run_created_by: str | None = None,
+        approver_roles: list[str] | None = None,
+        four_eyes: bool = True,
+        requested_by: str | None = None,
+    ):
+        self.kind = kind
+        self.name = name
+        self.dataset_reader_groups = dataset_reader_groups
+        self.run_created_by = run_created_by
+        self.approver_roles = approver_roles or ["maintainer", "owner"]
+        self.four_eyes = four_eyes
+        self.requested_by = requested_by
+
+
+def may_cancel_run(principal: Principal, role: Role | None, run_created_by: str, run_id: str) -> tuple[bool, str]:
+    """The one rule for cancelling runs: one's own with runs:write, anyone's from maintainer up."""
+    if principal.is_admin:
+        return True, "platform admins may cancel any run"
+    if role is not None and role >= CANCEL_OTHERS_ROLE:
+        return True, f"{role.name}s may cancel any run of the project"
+    if principal.kind == "run" and principal.run_id == run_id:
+        return True, "a run may cancel itself"
+    if principal.kind in ("user", "service_account") and principal.name == run_created_by:
+        return True, "the run's creator may cancel it"
+    return False, (
+        f"run {run_id} was created by {run_created_by!r}; a {role.name if role else 'non-member'} may cancel "
+        f"only their own runs ({CANCEL_OTHERS_ROLE.name} or above cancels anyone's)"
+    )
+
+
+def authorize_run_cancel(principal: Principal, role: Role | None, run_created_by: str, run_id: str) -> None:
+    ok, why = may_cancel_run(principal, role, run_created_by, run_id)
+    if not ok:
+        raise AnimusError(
+            403,
+            "forbidden",
+            f"You may not cancel this run: {why}",
+            {"action": "runs:cancel", "created_by": run_created_by},
+        )
+
+
+def _grant_json(g: Grant) -> dict:
+    return {"role": g.role.name, "via": g.via, "detail": g.detail}
+
+
+def _explain(
+    authorizer: Authorizer, session: Session, principal: Principal, project: Project, ctx: ExplainContext
+) -> dict:
+    """Why `principal` may or may not act on the resource: its grants and one decision per action.
+
+    Every decision is the Authorizer's own (``authorize``) refined by the object rule
+    the handlers apply (dataset readers, run cancellation, promotion-policy approval):
+    nothing here decides differently from a real request.
+    """
+    from ..services.datasets import sees_every_dataset  # the restricted-dataset rule (services → no cycle)
+
+    grants = authorizer.grants(session, principal, project)
+    role = grants[0].role if grants else None
+    decisions = []
+    for action in RESOURCE_ACTIONS[ctx.kind]:
+        base = "runs:write" if action == "runs:cancel" else "models:promote" if action == "models:approve" else action
+        try:
+            authorizer.authorize(session, principal, base, project, project.slug, grants)
+            allowed, reason = (
+                True,
+                (
+                    f"role {role.name} (via {grants[0].via}: {grants[0].detail}) meets {PROJECT_ACTIONS[base].name}"
+                    if role is not None
+                    else "allowed"
+                ),
+            )
+        except AnimusError as e:
+            allowed = False
+            if e.reason == "project_not_found":
+                groups = ", ".join(sorted(principal.groups)) or "none"
+                reason = (
+                    f"no role in project {project.slug!r}: no direct membership, no membership of its groups "
+                    f"({groups}), and no role-mapping rule matches them"
+                )
+            else:
+                reason = e.message
+        if allowed and ctx.kind == "dataset" and ctx.dataset_reader_groups is not None:
+            if sees_every_dataset(principal, role):
+                reason += (
+                    f"; dataset {ctx.name!r} is restricted, and {role.name if role else 'admin'}s see every dataset"
+                )
+            elif set(principal.groups) & set(ctx.dataset_reader_groups):
+                match = sorted(set(principal.groups) & set(ctx.dataset_reader_groups))
+                reason += f"; dataset {ctx.name!r} is restricted and group {match[0]} is one of its readers"
+            else:
+                allowed = False
+                reason = (
+                    f"dataset {ctx.name!r} is restricted to the groups {', '.join(ctx.dataset_reader_groups) or '(none)'} "
+                    f"(and maintainers); {principal.name} is in none of them"
+                )
+        if allowed and action == "runs:cancel" and ctx.run_created_by is not None:
+            allowed, why = may_cancel_run(principal, role, ctx.run_created_by, ctx.name)
+            reason = why
+        if allowed and action == "models:approve":
+            if principal.kind != "user":
+                allowed, reason = False, "only people approve promotions, not tokens"
+            elif role is None or role.name not in ctx.approver_roles:
+                allowed = False
+                reason = (
+                    f"the promotion policy counts approvals of {', '.join(ctx.approver_roles)}; "
+                    f"the role here is {role.name if role else 'none'}"
+                )
+            elif ctx.four_eyes and ctx.requested_by == principal.name:
+                allowed, reason = False, "four eyes: the requester of the open promotion may not approve it"
+            else:
+                reason = f"the promotion policy counts approvals of {', '.join(ctx.approver_roles)} (four eyes: " + (
+                    "on)" if ctx.four_eyes else "off)"
+                )
+        decisions.append({"action": action, "allowed": allowed, "reason": reason})
+    return {
+        "principal": f"{principal.kind}:{principal.name}",
+        "role": role.name if role else None,
+        "grants": [_grant_json(g) for g in grants],
+        "decisions": decisions,
+    }
 
 
 def unauthenticated() -> AnimusError:

@@ -21,6 +21,8 @@ class LaunchSpec:
     timeout_seconds: int | None = None
     resources: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: float = 10.0
+    #: the attempt's secret-store credential (ANIMUS_VAULT_*), for the runner's environment only
+    secret_environment: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class Executor(LoggingConfigurable):

@@ -100,6 +100,7 @@ class LocalExecutor(Executor):
             "ANIMUS_RUNNER_CACHE": self.cache_dir,
             "ANIMUS_HEARTBEAT_INTERVAL": str(spec.heartbeat_interval),
         }
+        env.update(spec.secret_environment)
         memory = spec.resources.get("memory_mb")
         if memory:
             env["ANIMUS_MEMORY_LIMIT_MB"] = str(int(memory))

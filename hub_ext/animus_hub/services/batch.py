@@ -152,6 +152,8 @@ def submit(
     timeout_seconds: int | None,
     production: bool,
     seed: int | None = None,
+    secrets: list[dict[str, str]] | None = None,
+    git_credentials: str | None = None,
 ) -> tuple[Run, RunJob]:
     run = tracking.create_run(
         session,
@@ -191,6 +193,8 @@ def submit(
         updated_at=now,
         outputs={},
         seed=seed if seed is not None else random.randrange(1, 2**31),  # noqa: S311 (a seed, not a secret)
+        secrets=list(secrets or []),
+        git_credentials=git_credentials,
     )
     session.add(job)
     # lineage: the run consumes exactly these versions
@@ -258,6 +262,9 @@ def job_json(session: Session, run: Run, job: RunJob, with_lock: bool = False) -
         "cancelled_by": job.cancel_requested_by,
         "log_bytes": job.log_bytes,
         "log_truncated": job.log_truncated,
+        # names and variables only: values never leave the secret store through here
+        "secrets": [{"name": s["name"], "env": s["env"]} for s in job.secrets or []],
+        "git_credentials": job.git_credentials,
     }
 
 
@@ -445,6 +452,8 @@ class Dispatch:
     token: str
     timeout_seconds: int | None
     resources: dict[str, Any]
+    #: names of the secrets the attempt receives (its run credential is issued at launch)
+    secrets: list[str] = field(default_factory=list)
 
 
 def pick(session: Session, capacity: int, project_quota: int, now: dt.datetime, scan: int = 500) -> list[str]:
@@ -533,7 +542,10 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
         project=project.slug,
         details={"attempt": job.attempt, "executor": executor},
     )
-    return Dispatch(run.id, project.id, project.slug, job.attempt, value, job.timeout_seconds, resources)
+    names = [s["name"] for s in job.secrets or []]
+    if job.git_credentials and job.git_credentials not in names:
+        names.append(job.git_credentials)
+    return Dispatch(run.id, project.id, project.slug, job.attempt, value, job.timeout_seconds, resources, names)
 
 
 def locked(session: Session, run_id: str, attempt: int | None = None) -> tuple[Project, Run, RunJob] | None:

@@ -22,6 +22,19 @@ def _key_values(values: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
+def _secret_refs(refs: tuple[str, ...]) -> list[str] | dict[str, str] | None:
+    """--secret NAME or NAME=VARIABLE → what the API takes (a list when no variable is named)."""
+    if not refs:
+        return None
+    if not any("=" in r for r in refs):
+        return list(refs)
+    out: dict[str, str] = {}
+    for r in refs:
+        name, sep, env = r.partition("=")
+        out[name] = env if sep else name.upper().replace("-", "_").replace(".", "_")
+    return out
+
+
 @runs.command("submit", context_settings={"ignore_unknown_options": True})
 @project_option
 @click.option("--repo", required=True, help="Git URL of the code (https://, ssh:// or git://).")
@@ -53,6 +66,16 @@ def _key_values(values: tuple[str, ...], what: str) -> dict[str, str]:
     is_flag=True,
     help="Refuse unless code, environment (image digest, lock file) and data are all pinned.",
 )
+@click.option(
+    "--secret",
+    "secret_refs",
+    multiple=True,
+    help="A project secret the run gets as an environment variable: NAME (variable NAME upper-cased, "
+    "'-' and '.' as '_') or NAME=VARIABLE (repeatable). Its value is redacted from the run's log.",
+)
+@click.option(
+    "--git-credentials", default=None, help="A project secret holding 'user:password' or a token for an https repo."
+)
 @click.option("--idempotency-key", default=None, help="Submitting again with the same key returns the same run.")
 @click.option("-f", "--follow", is_flag=True, help="Then print the run's output until it ends.")
 @json_option
@@ -73,6 +96,8 @@ def runs_submit(
     infra_retries: int | None,
     timeout_seconds: int | None,
     production: bool,
+    secret_refs: tuple[str, ...],
+    git_credentials: str | None,
     idempotency_key: str | None,
     follow: bool,
     as_json: bool,
@@ -103,6 +128,8 @@ def runs_submit(
         timeout_seconds=timeout_seconds,
         production=production,
         idempotency_key=idempotency_key,
+        secrets=_secret_refs(secret_refs),
+        git_credentials=git_credentials,
     )
     if as_json:
         print_json(run)

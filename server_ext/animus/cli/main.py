@@ -618,6 +618,7 @@ from . import batch as _batch  # noqa: E402, F401 (registers `animus runs submit
 from . import datasets as _datasets  # noqa: E402, F401 (registers `animus datasets`; it imports helpers from here)
 from . import models as _models  # noqa: E402, F401 (registers `animus models`)
 from . import pipelines as _pipelines  # noqa: E402, F401 (registers `animus pipelines` and `animus runs reproduce`)
+from . import secrets as _secrets  # noqa: E402, F401 (registers `animus secrets` and `animus access`)
 from . import service_accounts as _service_accounts  # noqa: E402, F401 (registers `animus service-accounts`)
 from . import ssh_keys as _ssh_keys  # noqa: E402, F401 (registers `animus ssh-keys`)
 from . import users as _users  # noqa: E402, F401 (registers `animus users`)

@@ -29,6 +29,13 @@ so a restart of the control plane does not lose them.
 
 If the API answers that the attempt is no longer current (cancelled, timed out,
 superseded by a retry), the runner kills the command and exits.
+
+Secrets the run declared are resolved before step 2: with Vault the executor gave
+the runner a response-wrapped, short-lived token (ANIMUS_VAULT_*) which it unwraps
+to read exactly those paths; otherwise it fetches the values once from the API
+with its run token. They reach the command as environment variables (and git as
+credentials, through an askpass helper), and every form of them is replaced by
+``[redacted:NAME]`` in the output before it is echoed or shipped.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..client import AnimusAPIError, Client
+from ..redaction import Redactor
 
 LOG_CHUNK_BYTES = 64 * 1024
 LOG_FLUSH_SECONDS = 1.0
@@ -112,6 +120,9 @@ class RunnerAPI:
     def log(self, text: str) -> None:
         self._post("/logs", {"attempt": self.attempt, "text": text})
 
+    def secrets(self) -> dict[str, Any]:
+        return self._post("/secrets", {"attempt": self.attempt})
+
 
 class LogShipper(threading.Thread):
     """Collects output and sends it in chunks: every second, or sooner when a chunk fills."""
@@ -124,8 +135,12 @@ class LogShipper(threading.Thread):
         self.size = 0
         self.lock = threading.Condition()
         self.closed = False
+        self.redact: Redactor | None = None
 
     def write(self, text: str) -> None:
+        # lines arrive whole (readline), so a value is never split across two writes
+        if self.redact:
+            text = self.redact(text)
         if self.echo is not None:
             self.echo.write(text)
             self.echo.flush()
@@ -189,7 +204,9 @@ class Heartbeat(threading.Thread):
 # --- preparing the attempt -------------------------------------------------------------
 
 
-def _git(args: list[str], cwd: Path | None = None, timeout: float = 600) -> str:
+def _git(
+    args: list[str], cwd: Path | None = None, timeout: float = 600, extra_env: dict[str, str] | None = None
+) -> str:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108
@@ -198,6 +215,7 @@ def _git(args: list[str], cwd: Path | None = None, timeout: float = 600) -> str:
         "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
         "GIT_CONFIG_NOSYSTEM": "1",
         "LC_ALL": "C",
+        **(extra_env or {}),
     }
     proc = subprocess.run(  # noqa: S603
         ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -207,12 +225,31 @@ def _git(args: list[str], cwd: Path | None = None, timeout: float = 600) -> str:
     return proc.stdout.strip()
 
 
-def checkout(repo: str, sha: str, dest: Path, out: LogShipper) -> None:
+ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*|username*) printf '%s\\n' "$ANIMUS_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$ANIMUS_GIT_PASSWORD" ;;
+esac
+"""
+
+
+def git_credential_env(value: str, workdir: Path) -> dict[str, str]:
+    """Environment for git that answers its prompts with the credential: 'user:password', or a bare token."""
+    user, sep, password = value.partition(":")
+    if not sep:
+        user, password = "x-access-token", value
+    helper = workdir / ".animus-askpass"
+    helper.write_text(ASKPASS)
+    helper.chmod(0o700)
+    return {"GIT_ASKPASS": str(helper), "ANIMUS_GIT_USERNAME": user, "ANIMUS_GIT_PASSWORD": password}
+
+
+def checkout(repo: str, sha: str, dest: Path, out: LogShipper, credentials: dict[str, str] | None = None) -> None:
     """Exactly `sha` of `repo` in `dest`, and nothing else."""
     out.write(f"[animus] fetching {repo} at {sha}\n")
     dest.mkdir(parents=True, exist_ok=True)
     _git(["init", "-q", str(dest)])
-    _git(["fetch", "-q", "--depth=1", "--no-tags", "--", repo, sha], cwd=dest)
+    _git(["fetch", "-q", "--depth=1", "--no-tags", "--", repo, sha], cwd=dest, extra_env=credentials)
     _git(["checkout", "-q", "--detach", "FETCH_HEAD"], cwd=dest)
     head = _git(["rev-parse", "HEAD"], cwd=dest)
     if head != sha:
@@ -411,11 +448,88 @@ def ensure_venv(cache: Path, lock: str, lock_digest: str | None, out: LogShipper
     return target
 
 
+# --- secrets ------------------------------------------------------------------------------
+
+VAULT_ENV = (
+    "ANIMUS_VAULT_ADDR",
+    "ANIMUS_VAULT_TOKEN",
+    "ANIMUS_VAULT_WRAPPED",
+    "ANIMUS_VAULT_MOUNT",
+    "ANIMUS_VAULT_PATHS",
+    "ANIMUS_VAULT_NAMESPACE",
+    "ANIMUS_VAULT_VERIFY",
+)
+
+
+def read_from_vault(environ: dict[str, str]) -> dict[str, str]:
+    """Unwrap the attempt's token and read exactly its paths from Vault (KV v2, key 'value')."""
+    import json
+
+    import hvac
+    import hvac.exceptions as hx
+    import requests
+
+    verify_raw = environ.get("ANIMUS_VAULT_VERIFY", "true")
+    verify: bool | str = False if verify_raw == "false" else True if verify_raw == "true" else verify_raw
+    client = hvac.Client(
+        url=environ["ANIMUS_VAULT_ADDR"],
+        namespace=environ.get("ANIMUS_VAULT_NAMESPACE") or None,
+        verify=verify,
+        timeout=15,
+    )
+    paths: dict[str, str] = json.loads(environ.get("ANIMUS_VAULT_PATHS") or "{}")
+    try:
+        if environ.get("ANIMUS_VAULT_WRAPPED") == "1":
+            client.token = environ["ANIMUS_VAULT_TOKEN"]
+            unwrapped = client.sys.unwrap()
+            client.token = unwrapped["auth"]["client_token"]
+        else:
+            client.token = environ["ANIMUS_VAULT_TOKEN"]
+        values = {}
+        for name, path in paths.items():
+            data = client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=environ.get("ANIMUS_VAULT_MOUNT", "secret"), raise_on_deleted_version=True
+            )
+            values[name] = data["data"]["data"]["value"]
+        return values
+    except hx.InvalidPath:
+        raise SetupFailed("a secret of this run no longer exists in Vault") from None
+    except hx.Forbidden:
+        raise SetupFailed("Vault refused this attempt's token (expired, revoked or already unwrapped)") from None
+    except (requests.exceptions.RequestException, hx.VaultError, KeyError) as e:
+        raise SetupFailed(f"cannot read this run's secrets from Vault: {type(e).__name__}") from None
+
+
+def resolve_secrets(api: RunnerAPI, job: dict[str, Any]) -> dict[str, str]:
+    """The values of the run's secrets (by name); {} when it declared none."""
+    names = [s["name"] for s in job.get("secrets") or []]
+    if job.get("git_credentials") and job["git_credentials"] not in names:
+        names.append(job["git_credentials"])
+    if not names:
+        return {}
+    vault = {k: os.environ.pop(k) for k in VAULT_ENV if k in os.environ}
+    if vault.get("ANIMUS_VAULT_TOKEN"):
+        values = read_from_vault(vault)
+    else:
+        try:
+            values = api.secrets()["secrets"]
+        except AnimusAPIError as e:
+            raise SetupFailed(f"cannot fetch this run's secrets: {e.message}") from None
+    missing = sorted(set(names) - set(values))
+    if missing:
+        raise SetupFailed(f"secrets not received: {', '.join(missing)}")
+    return values
+
+
 # --- running ------------------------------------------------------------------------------
 
 
 def command_environment(
-    venv: Path, inputs: dict[str, Path], mlflow_uri: str, seed: int | None = None
+    venv: Path,
+    inputs: dict[str, Path],
+    mlflow_uri: str,
+    seed: int | None = None,
+    secret_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "TMPDIR", "LANG", "LC_ALL")}
     for key in ("ANIMUS_API_URL", "ANIMUS_TOKEN", "ANIMUS_PROJECT", "ANIMUS_RUN_ID", "ANIMUS_RUN_ATTEMPT"):
@@ -434,6 +548,7 @@ def command_environment(
     if seed is not None:
         env["ANIMUS_SEED"] = str(seed)
         env["PYTHONHASHSEED"] = str(seed)
+    env.update(secret_env or {})
     return env
 
 
@@ -489,8 +604,16 @@ def main() -> int:
     beat.start()
     try:
         try:
+            values = resolve_secrets(api, job)
+            if values:
+                out.redact = Redactor(values)
+                out.write(f"[animus] received secrets {', '.join(sorted(values))}\n")
+            secret_env = {s["env"]: values[s["name"]] for s in job.get("secrets") or []}
+            git_env = (
+                git_credential_env(values[job["git_credentials"]], workdir) if job.get("git_credentials") else None
+            )
             src = workdir / "src"
-            checkout(job["code"]["repo_url"], job["code"]["commit_sha"], src, out)
+            checkout(job["code"]["repo_url"], job["code"]["commit_sha"], src, out, git_env)
             inputs = materialise(client, project, job.get("inputs") or [], workdir / "inputs", out)
             env_version = job.get("environment") or {}
             venv = ensure_venv(
@@ -510,7 +633,7 @@ def main() -> int:
             proc = subprocess.Popen(  # noqa: S603 (the user's command, in the data plane)
                 job["command"],
                 cwd=src,
-                env=command_environment(venv, inputs, mlflow_uri, job.get("seed")),
+                env=command_environment(venv, inputs, mlflow_uri, job.get("seed"), secret_env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
