@@ -134,7 +134,7 @@ def git_server(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def pipe_stack(request, tmp_path_factory):
-    from conftest import create_pg_database, drop_pg_database
+    from pgdb import create_pg_database, drop_pg_database
 
     root = tmp_path_factory.mktemp(f"pipelines-{request.param}")
     pg_name, db_url = (None, "")
