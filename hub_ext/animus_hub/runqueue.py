@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter, deque
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
@@ -34,6 +35,7 @@ from .services import batch
 from .services import secrets as secrets_svc
 
 log = logging.getLogger("animus.runqueue")
+RECENT_DISPATCHES = 256
 
 
 class RunQueue(LoggingConfigurable):
@@ -102,6 +104,9 @@ class RunQueueStep:
         #: when this process started watching heartbeats (silence before it does not count)
         self.watching_since: dt.datetime | None = None
         self.secret_store = secret_store
+        # the projects of the last dispatches: fair share's tie-break between projects with as
+        # many active runs (memory only: after a restart it refills within a few rounds)
+        self._recent: deque[int] = deque(maxlen=RECENT_DISPATCHES)
 
     async def run(self, scheduler) -> bool:
         if self.watching_since is None:
@@ -130,10 +135,8 @@ class RunQueueStep:
 
     def _mark_released(self, run_id: str, attempt: int) -> None:
         with self.session_factory() as s:
-            found = batch.locked(s, run_id, attempt)
-            if found is not None:
-                found[2].released = True
-                s.commit()
+            batch.mark_released(s, run_id, attempt)
+            s.commit()
 
     # --- 1b. revoke the secret credentials of attempts that ended ----------------------------
 
@@ -206,14 +209,22 @@ class RunQueueStep:
         out = []
         with self.session_factory() as s:
             free = self.executor.slots - batch.active_count(s)
-            ids = batch.pick(s, free, self.settings.project_concurrency, utcnow())
+            ids = batch.pick(s, free, self.settings.project_concurrency, utcnow(), recent=Counter(self._recent))
             s.rollback()
             ttl = dt.timedelta(seconds=self.settings.token_ttl_seconds)
             for run_id in ids:
-                d = batch.claim(s, run_id, self.executor.name, ttl)
-                s.commit()
+                try:
+                    d = batch.claim(s, run_id, self.executor.name, ttl)
+                    s.commit()
+                except Exception:
+                    # the runs claimed so far must still be launched: a claim that is lost
+                    # here would wait in "starting" until start_timeout
+                    s.rollback()
+                    log.exception("run %s: claiming failed; it stays queued", run_id)
+                    break
                 if d is not None:
                     out.append(d)
+                    self._recent.append(d.project_id)
         return out
 
     async def _issue_credential(self, d: batch.Dispatch) -> dict[str, str] | None:
@@ -262,6 +273,8 @@ class RunQueueStep:
             resources=d.resources,
             heartbeat_interval=self.settings.heartbeat_interval,
             secret_environment=secret_env,
+            image=d.image,
+            priority=d.priority,
         )
         try:
             handle = await self.executor.launch(spec)
@@ -275,17 +288,9 @@ class RunQueueStep:
 
     def _store_handle(self, run_id: str, attempt: int, handle: str) -> bool:
         with self.session_factory() as s:
-            found = batch.locked(s, run_id, attempt)
-            if found is None:
-                return True
-            _, run, job = found
-            job.handle = handle
-            if run.status not in batch.ACTIVE_STATES:
-                job.released = True  # stopped right here, not in a later round
-                s.commit()
-                return True
+            stale = batch.store_handle(s, run_id, attempt, handle)
             s.commit()
-            return False
+            return stale
 
     # --- plumbing ---------------------------------------------------------------------------
 

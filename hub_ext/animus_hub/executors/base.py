@@ -23,6 +23,10 @@ class LaunchSpec:
     heartbeat_interval: float = 10.0
     #: the attempt's secret-store credential (ANIMUS_VAULT_*), for the runner's environment only
     secret_environment: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the environment version's image ("" for a run without an environment); LocalExecutor ignores it
+    image: str = ""
+    #: the run's priority inside its project (cluster executors map it to a priority class)
+    priority: int = 0
 
 
 class Executor(LoggingConfigurable):

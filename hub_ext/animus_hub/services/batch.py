@@ -454,13 +454,26 @@ class Dispatch:
     resources: dict[str, Any]
     #: names of the secrets the attempt receives (its run credential is issued at launch)
     secrets: list[str] = field(default_factory=list)
+    image: str = ""
+    priority: int = 0
 
 
-def pick(session: Session, capacity: int, project_quota: int, now: dt.datetime, scan: int = 500) -> list[str]:
+def pick(
+    session: Session,
+    capacity: int,
+    project_quota: int,
+    now: dt.datetime,
+    scan: int = 500,
+    recent: dict[int, int] | None = None,
+) -> list[str]:
     """Which queued runs start now, in order.
 
     Fair share first: each slot goes to the project with the fewest active runs
-    (under its quota); inside a project, higher priority first, then oldest.
+    (under its quota), and among those to the one with the fewest recent dispatches
+    (`recent`: project id → count, the caller's memory); inside a project, higher
+    priority first, then oldest. With short runs many projects tie on active runs,
+    and without the second key the project with more high-priority runs would win
+    every tie.
     """
     if capacity <= 0:
         return []
@@ -469,29 +482,45 @@ def pick(session: Session, capacity: int, project_quota: int, now: dt.datetime, 
             select(RunJob.project_id, func.count()).where(RunJob.state.in_(ACTIVE_STATES)).group_by(RunJob.project_id)
         ).all()
     )
-    due = session.execute(
-        select(RunJob.run_id, RunJob.project_id, RunJob.priority, Run.created_at)
+    # only the first few of each project's queue can start in this round; ranking per project
+    # (not the first `scan` rows overall) keeps a project whose runs all have low priority
+    # from being pushed out of the candidates by the other projects' backlog
+    per_project = max(1, min(capacity, project_quota))
+    rank = (
+        func.row_number()
+        .over(partition_by=RunJob.project_id, order_by=(RunJob.priority.desc(), Run.created_at, RunJob.run_id))
+        .label("rank")
+    )
+    ranked = (
+        select(RunJob.run_id, RunJob.project_id, RunJob.priority, Run.created_at, rank)
         .join(Run, Run.id == RunJob.run_id)
         .where(RunJob.state == "queued", RunJob.next_attempt_at <= now, RunJob.released.is_(True))
-        .order_by(RunJob.priority.desc(), Run.created_at, RunJob.run_id)
+        .subquery()
+    )
+    due = session.execute(
+        select(ranked.c.run_id, ranked.c.project_id, ranked.c.priority, ranked.c.created_at)
+        .where(ranked.c.rank <= per_project)
+        .order_by(ranked.c.project_id, ranked.c.rank)
         .limit(scan)
     ).all()
     queues: dict[int, list[Any]] = {}
     for row in due:
         queues.setdefault(row.project_id, []).append(row)
+    used = dict(recent or {})
     chosen: list[str] = []
     while len(chosen) < capacity:
         heads = [
-            (active.get(pid, 0), -q[0].priority, q[0].created_at, pid)
+            (active.get(pid, 0), used.get(pid, 0), -q[0].priority, q[0].created_at, pid)
             for pid, q in queues.items()
             if q and active.get(pid, 0) < project_quota
         ]
         if not heads:
             break
-        _, _, _, pid = min(heads)
+        pid = min(heads)[-1]
         row = queues[pid].pop(0)
         chosen.append(row.run_id)
         active[pid] = active.get(pid, 0) + 1
+        used[pid] = used.get(pid, 0) + 1
     return chosen
 
 
@@ -501,13 +530,25 @@ def active_count(session: Session) -> int:
 
 def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta) -> Dispatch | None:
     """Move one queued run to starting with a fresh attempt and run token; None if someone else did."""
-    job = session.scalar(select(RunJob).where(RunJob.run_id == run_id).with_for_update())
-    if job is None or job.state != "queued":
+    # one statement for the three rows (this runs once per dispatched attempt); only the job is locked
+    found = session.execute(
+        select(RunJob, Run, Project)
+        .join(Run, Run.id == RunJob.run_id)
+        .join(Project, Project.id == RunJob.project_id)
+        .where(RunJob.run_id == run_id)
+        .with_for_update(of=RunJob)
+    ).first()
+    if found is None:
         return None
-    run = session.get(Run, run_id)
-    project = session.get(Project, job.project_id)
-    if run is None or project is None or run.status != "queued":
+    job, run, project = found
+    if job.state != "queued" or run.status != "queued":
         return None
+    resources: dict[str, Any] = {}
+    image = ""
+    if job.environment_version_id is not None:
+        v = session.get(EnvironmentVersion, job.environment_version_id)
+        if v is not None:
+            resources, image = dict(v.resources or {}), v.image
     now = utcnow()
     job.attempt += 1
     job.dispatched_at = now
@@ -529,11 +570,10 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
         note=f"run-{run.id}",
     )
     token.run_id = run.id
-    resources: dict[str, Any] = {}
-    if job.environment_version_id is not None:
-        v = session.get(EnvironmentVersion, job.environment_version_id)
-        resources = dict(v.resources or {}) if v is not None else {}
     resources.update(job.resources or {})  # a pipeline step's own resources win
+    # write before the audit chain's head is read: on SQLite the first write of a transaction
+    # takes the database's write lock, and only then is the head read safe from other writers
+    session.flush()
     audit.record(
         session,
         SCHEDULER,
@@ -545,7 +585,18 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
     names = [s["name"] for s in job.secrets or []]
     if job.git_credentials and job.git_credentials not in names:
         names.append(job.git_credentials)
-    return Dispatch(run.id, project.id, project.slug, job.attempt, value, job.timeout_seconds, resources, names)
+    return Dispatch(
+        run.id,
+        project.id,
+        project.slug,
+        job.attempt,
+        value,
+        job.timeout_seconds,
+        resources,
+        secrets=names,
+        image=image,
+        priority=job.priority,
+    )
 
 
 def locked(session: Session, run_id: str, attempt: int | None = None) -> tuple[Project, Run, RunJob] | None:
@@ -593,6 +644,29 @@ def overdue(
         elif heard is None and dispatched is not None and now - dispatched > start_timeout:
             found.append((job.run_id, job.attempt, "infrastructure", "runner never reported after dispatch"))
     return found
+
+
+def mark_released(session: Session, run_id: str, attempt: int) -> None:
+    """The executor freed the attempt's resources (one UPDATE: this runs once per attempt)."""
+    session.execute(update(RunJob).where(RunJob.run_id == run_id, RunJob.attempt == attempt).values(released=True))
+
+
+def store_handle(session: Session, run_id: str, attempt: int, handle: str) -> bool:
+    """Record the executor's handle of a launched attempt; True if the attempt already ended (stop it now).
+
+    ``state`` mirrors ``Run.status`` under the same lock, so the row alone decides.
+    """
+    state = session.scalar(
+        select(RunJob.state).where(RunJob.run_id == run_id, RunJob.attempt == attempt).with_for_update()
+    )
+    if state is None:
+        return True
+    ended = state not in ACTIVE_STATES
+    values: dict[str, Any] = {"handle": handle}
+    if ended:
+        values["released"] = True  # stopped right here, not in a later round
+    session.execute(update(RunJob).where(RunJob.run_id == run_id, RunJob.attempt == attempt).values(**values))
+    return ended
 
 
 def unreleased(session: Session) -> list[tuple[str, int, str | None, str]]:
