@@ -149,3 +149,30 @@ def test_verify_of_an_exported_list_detects_tampering():
     events[1] = {**events[1], "outcome": "denied"}
     result = verify(events)
     assert not result.ok and result.bad_seq == 2
+
+
+def test_concurrent_writers_keep_one_linear_chain(session_factory):
+    """Writers in parallel threads, each reading the head only under a write lock (an SQLite
+    read before a transaction's first write could see a head another writer is moving)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(15):
+                with session_factory() as s:
+                    audit.record(s, ALICE, "project.update", resource=f"project/w{k}", details={"i": i})
+                    s.commit()
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    with session_factory() as s:
+        assert [e["seq"] for e in audit.iter_events(s)] == list(range(1, 61))
+        assert verify_database(s).ok

@@ -77,17 +77,20 @@ def record(
 ) -> AuditEvent:
     """Append one event in the session's transaction; it commits or rolls back with it.
 
-    Written with three Core statements on the session's connection (lock and read the
-    head, insert the event, move the head): every change the API makes is audited, so
-    this is on the hot path of every write. The returned event is not attached to the
-    session.
+    Three Core statements on the session's connection: move the head forward (an
+    UPDATE … RETURNING, so the head is read under a write lock: the row lock on
+    PostgreSQL, the database's write lock on SQLite, where a plain SELECT would run
+    before the transaction's first write and could read a head another writer is
+    about to move), insert the event, then store its hash in the head. Every change
+    the API makes is audited, so this is on the hot path of every write. The returned
+    event is not attached to the session.
     """
     conn = session.connection()
-    head = conn.execute(_HEAD_FOR_UPDATE).one()
+    seq, prev_hash = conn.execute(_ADVANCE_HEAD).one()
     # microseconds survive every backend, so the hashed text is what is stored
     when = time or utcnow()
     fields = {
-        "seq": head.seq + 1,
+        "seq": seq,
         "id": new_uuid(),
         "time": format_time(when),
         "actor": actor.name,
@@ -99,19 +102,19 @@ def record(
         "project": project,
         "outcome": outcome,
         "details": scrub(details or {}),
-        "prev_hash": head.hash,
+        "prev_hash": prev_hash,
     }
     digest = event_hash(fields)
     row = {**fields, "time": when, "hash": digest}
     conn.execute(_INSERT_EVENT, row)
-    conn.execute(_MOVE_HEAD, {"new_seq": fields["seq"], "new_hash": digest})
+    conn.execute(_SET_HEAD_HASH, {"new_hash": digest})
     return AuditEvent(**row)
 
 
 _HEAD = AuditChainHead.__table__
-_HEAD_FOR_UPDATE = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_ADVANCE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1).returning(_HEAD.c.seq, _HEAD.c.hash)
 _INSERT_EVENT = insert(AuditEvent.__table__)
-_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+_SET_HEAD_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("new_hash"))
 
 
 def chain_head(session: Session) -> dict[str, Any]:
