@@ -186,6 +186,8 @@ class RunQueueStep:
             timeout_seconds=d.timeout_seconds,
             resources=d.resources,
             heartbeat_interval=self.settings.heartbeat_interval,
+            image=d.image,
+            priority=d.priority,
         )
         try:
             handle = await self.executor.launch(spec)

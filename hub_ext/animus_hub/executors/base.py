@@ -21,6 +21,10 @@ class LaunchSpec:
     timeout_seconds: int | None = None
     resources: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: float = 10.0
+    #: the environment version's image ("" for a run without an environment); LocalExecutor ignores it
+    image: str = ""
+    #: the run's priority inside its project (cluster executors map it to a priority class)
+    priority: int = 0
 
 
 class Executor(LoggingConfigurable):

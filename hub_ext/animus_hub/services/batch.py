@@ -424,6 +424,8 @@ class Dispatch:
     token: str
     timeout_seconds: int | None
     resources: dict[str, Any]
+    image: str = ""
+    priority: int = 0
 
 
 def pick(session: Session, capacity: int, project_quota: int, now: dt.datetime, scan: int = 500) -> list[str]:
@@ -500,9 +502,11 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
     )
     token.run_id = run.id
     resources: dict[str, Any] = {}
+    image = ""
     if job.environment_version_id is not None:
         v = session.get(EnvironmentVersion, job.environment_version_id)
-        resources = dict(v.resources or {}) if v is not None else {}
+        if v is not None:
+            resources, image = dict(v.resources or {}), v.image
     audit.record(
         session,
         SCHEDULER,
@@ -511,7 +515,9 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
         project=project.slug,
         details={"attempt": job.attempt, "executor": executor},
     )
-    return Dispatch(run.id, project.id, project.slug, job.attempt, value, job.timeout_seconds, resources)
+    return Dispatch(
+        run.id, project.id, project.slug, job.attempt, value, job.timeout_seconds, resources, image, job.priority
+    )
 
 
 def locked(session: Session, run_id: str, attempt: int | None = None) -> tuple[Project, Run, RunJob] | None:

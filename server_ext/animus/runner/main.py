@@ -3,7 +3,8 @@
 Everything it needs comes from its environment (set by the executor):
 ANIMUS_API_URL, ANIMUS_TOKEN (a run token: it can touch only this run),
 ANIMUS_PROJECT, ANIMUS_RUN_ID, ANIMUS_RUN_ATTEMPT, ANIMUS_RUNNER_CACHE,
-ANIMUS_HEARTBEAT_INTERVAL and optionally ANIMUS_MEMORY_LIMIT_MB.
+ANIMUS_HEARTBEAT_INTERVAL and optionally ANIMUS_MEMORY_LIMIT_MB. Instead of
+ANIMUS_TOKEN, ANIMUS_TOKEN_FILE may name a file holding the token (Kubernetes Jobs).
 
 In its working directory it
 
@@ -334,7 +335,18 @@ def _memory_limit():
 REQUIRED_ENV = ("ANIMUS_API_URL", "ANIMUS_TOKEN", "ANIMUS_PROJECT", "ANIMUS_RUN_ID", "ANIMUS_RUN_ATTEMPT")
 
 
+def read_token_file() -> None:
+    """In a Kubernetes Job the run token is a file of a projected volume (ANIMUS_TOKEN_FILE), not a variable."""
+    path = os.environ.get("ANIMUS_TOKEN_FILE")
+    if path and not os.environ.get("ANIMUS_TOKEN"):
+        try:
+            os.environ["ANIMUS_TOKEN"] = Path(path).read_text().strip()
+        except OSError as e:
+            print(f"animus-runner: cannot read the run token from {path}: {e.strerror}", file=sys.stderr)
+
+
 def main() -> int:
+    read_token_file()
     missing = [k for k in REQUIRED_ENV if not os.environ.get(k)]
     if missing:
         print(
