@@ -115,10 +115,8 @@ class RunQueueStep:
 
     def _mark_released(self, run_id: str, attempt: int) -> None:
         with self.session_factory() as s:
-            found = batch.locked(s, run_id, attempt)
-            if found is not None:
-                found[2].released = True
-                s.commit()
+            batch.mark_released(s, run_id, attempt)
+            s.commit()
 
     # --- 2. fail overdue and lost attempts -----------------------------------------------------
 
@@ -170,8 +168,15 @@ class RunQueueStep:
             s.rollback()
             ttl = dt.timedelta(seconds=self.settings.token_ttl_seconds)
             for run_id in ids:
-                d = batch.claim(s, run_id, self.executor.name, ttl)
-                s.commit()
+                try:
+                    d = batch.claim(s, run_id, self.executor.name, ttl)
+                    s.commit()
+                except Exception:
+                    # the runs claimed so far must still be launched: a claim that is lost
+                    # here would wait in "starting" until start_timeout
+                    s.rollback()
+                    log.exception("run %s: claiming failed; it stays queued", run_id)
+                    break
                 if d is not None:
                     out.append(d)
         return out
@@ -201,17 +206,9 @@ class RunQueueStep:
 
     def _store_handle(self, run_id: str, attempt: int, handle: str) -> bool:
         with self.session_factory() as s:
-            found = batch.locked(s, run_id, attempt)
-            if found is None:
-                return True
-            _, run, job = found
-            job.handle = handle
-            if run.status not in batch.ACTIVE_STATES:
-                job.released = True  # stopped right here, not in a later round
-                s.commit()
-                return True
+            stale = batch.store_handle(s, run_id, attempt, handle)
             s.commit()
-            return False
+            return stale
 
     # --- plumbing ---------------------------------------------------------------------------
 

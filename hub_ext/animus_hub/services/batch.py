@@ -441,11 +441,25 @@ def pick(session: Session, capacity: int, project_quota: int, now: dt.datetime, 
             select(RunJob.project_id, func.count()).where(RunJob.state.in_(ACTIVE_STATES)).group_by(RunJob.project_id)
         ).all()
     )
-    due = session.execute(
-        select(RunJob.run_id, RunJob.project_id, RunJob.priority, Run.created_at)
+    # only the first few of each project's queue can start in this round; ranking per project
+    # (not the first `scan` rows overall) keeps a project whose runs all have low priority
+    # from being pushed out of the candidates by the other projects' backlog
+    per_project = max(1, min(capacity, project_quota))
+    rank = (
+        func.row_number()
+        .over(partition_by=RunJob.project_id, order_by=(RunJob.priority.desc(), Run.created_at, RunJob.run_id))
+        .label("rank")
+    )
+    ranked = (
+        select(RunJob.run_id, RunJob.project_id, RunJob.priority, Run.created_at, rank)
         .join(Run, Run.id == RunJob.run_id)
         .where(RunJob.state == "queued", RunJob.next_attempt_at <= now, RunJob.released.is_(True))
-        .order_by(RunJob.priority.desc(), Run.created_at, RunJob.run_id)
+        .subquery()
+    )
+    due = session.execute(
+        select(ranked.c.run_id, ranked.c.project_id, ranked.c.priority, ranked.c.created_at)
+        .where(ranked.c.rank <= per_project)
+        .order_by(ranked.c.project_id, ranked.c.rank)
         .limit(scan)
     ).all()
     queues: dict[int, list[Any]] = {}
@@ -480,6 +494,12 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
     project = session.get(Project, job.project_id)
     if run is None or project is None or run.status != "queued":
         return None
+    resources: dict[str, Any] = {}
+    image = ""
+    if job.environment_version_id is not None:
+        v = session.get(EnvironmentVersion, job.environment_version_id)
+        if v is not None:
+            resources, image = dict(v.resources or {}), v.image
     now = utcnow()
     job.attempt += 1
     job.dispatched_at = now
@@ -501,12 +521,9 @@ def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta)
         note=f"run-{run.id}",
     )
     token.run_id = run.id
-    resources: dict[str, Any] = {}
-    image = ""
-    if job.environment_version_id is not None:
-        v = session.get(EnvironmentVersion, job.environment_version_id)
-        if v is not None:
-            resources, image = dict(v.resources or {}), v.image
+    # write before the audit chain's head is read: on SQLite the first write of a transaction
+    # takes the database's write lock, and only then is the head read safe from other writers
+    session.flush()
     audit.record(
         session,
         SCHEDULER,
@@ -550,6 +567,29 @@ def overdue(
         elif job.heartbeat_at is None and job.dispatched_at is not None and now - job.dispatched_at > start_timeout:
             found.append((job.run_id, job.attempt, "infrastructure", "runner never reported after dispatch"))
     return found
+
+
+def mark_released(session: Session, run_id: str, attempt: int) -> None:
+    """The executor freed the attempt's resources (one UPDATE: this runs once per attempt)."""
+    session.execute(update(RunJob).where(RunJob.run_id == run_id, RunJob.attempt == attempt).values(released=True))
+
+
+def store_handle(session: Session, run_id: str, attempt: int, handle: str) -> bool:
+    """Record the executor's handle of a launched attempt; True if the attempt already ended (stop it now).
+
+    ``state`` mirrors ``Run.status`` under the same lock, so the row alone decides.
+    """
+    state = session.scalar(
+        select(RunJob.state).where(RunJob.run_id == run_id, RunJob.attempt == attempt).with_for_update()
+    )
+    if state is None:
+        return True
+    ended = state not in ACTIVE_STATES
+    values: dict[str, Any] = {"handle": handle}
+    if ended:
+        values["released"] = True  # stopped right here, not in a later round
+    session.execute(update(RunJob).where(RunJob.run_id == run_id, RunJob.attempt == attempt).values(**values))
+    return ended
 
 
 def unreleased(session: Session) -> list[tuple[str, int, str | None, str]]:
