@@ -79,3 +79,30 @@ def test_pick_respects_the_quota_and_capacity(fresh_db_url):
             assert batch.pick(s, capacity=0, project_quota=3, now=utcnow()) == []
     finally:
         engine.dispose()
+
+
+def test_ties_on_active_runs_go_to_the_project_with_fewer_recent_dispatches(fresh_db_url):
+    dbmod.upgrade(fresh_db_url)
+    engine = dbmod.make_engine(fresh_db_url)
+    try:
+        factory = dbmod.make_session_factory(engine)
+        start = utcnow() - dt.timedelta(minutes=5)
+        with factory() as s:
+            high = _queue(s, "high", [10, 10, 10], start)
+            low = _queue(s, "low", [0, 0, 0], start)
+            s.commit()
+            pids = {p.slug: p.id for p in s.query(Project).all()}
+            # without history a tie goes to the higher-priority head
+            assert batch.pick(s, capacity=1, project_quota=4, now=utcnow()) == [high[0]]
+            # "high" had the last dispatches: the slot goes to "low", whatever its priority
+            recent = {pids["high"]: 3, pids["low"]: 1}
+            assert batch.pick(s, capacity=1, project_quota=4, now=utcnow(), recent=recent) == [low[0]]
+            # fewest active runs still comes first; recent dispatches break the ties
+            assert batch.pick(s, capacity=4, project_quota=4, now=utcnow(), recent=recent) == [
+                low[0],
+                high[0],
+                low[1],
+                high[1],
+            ]
+    finally:
+        engine.dispose()

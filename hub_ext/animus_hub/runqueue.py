@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter, deque
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
@@ -32,6 +33,7 @@ from .orm import utcnow
 from .services import batch
 
 log = logging.getLogger("animus.runqueue")
+RECENT_DISPATCHES = 256
 
 
 class RunQueue(LoggingConfigurable):
@@ -90,6 +92,9 @@ class RunQueueStep:
         self.settings = settings
         self.executor = executor
         self.api_url = api_url
+        # the projects of the last dispatches: fair share's tie-break between projects with as
+        # many active runs (memory only: after a restart it refills within a few rounds)
+        self._recent: deque[int] = deque(maxlen=RECENT_DISPATCHES)
 
     async def run(self, scheduler) -> bool:
         released = await self._release()
@@ -164,7 +169,7 @@ class RunQueueStep:
         out = []
         with self.session_factory() as s:
             free = self.executor.slots - batch.active_count(s)
-            ids = batch.pick(s, free, self.settings.project_concurrency, utcnow())
+            ids = batch.pick(s, free, self.settings.project_concurrency, utcnow(), recent=Counter(self._recent))
             s.rollback()
             ttl = dt.timedelta(seconds=self.settings.token_ttl_seconds)
             for run_id in ids:
@@ -179,6 +184,7 @@ class RunQueueStep:
                     break
                 if d is not None:
                     out.append(d)
+                    self._recent.append(d.project_id)
         return out
 
     async def _launch(self, d: batch.Dispatch) -> None:

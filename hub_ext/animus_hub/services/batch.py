@@ -428,11 +428,22 @@ class Dispatch:
     priority: int = 0
 
 
-def pick(session: Session, capacity: int, project_quota: int, now: dt.datetime, scan: int = 500) -> list[str]:
+def pick(
+    session: Session,
+    capacity: int,
+    project_quota: int,
+    now: dt.datetime,
+    scan: int = 500,
+    recent: dict[int, int] | None = None,
+) -> list[str]:
     """Which queued runs start now, in order.
 
     Fair share first: each slot goes to the project with the fewest active runs
-    (under its quota); inside a project, higher priority first, then oldest.
+    (under its quota), and among those to the one with the fewest recent dispatches
+    (`recent`: project id → count, the caller's memory); inside a project, higher
+    priority first, then oldest. With short runs many projects tie on active runs,
+    and without the second key the project with more high-priority runs would win
+    every tie.
     """
     if capacity <= 0:
         return []
@@ -465,19 +476,21 @@ def pick(session: Session, capacity: int, project_quota: int, now: dt.datetime, 
     queues: dict[int, list[Any]] = {}
     for row in due:
         queues.setdefault(row.project_id, []).append(row)
+    used = dict(recent or {})
     chosen: list[str] = []
     while len(chosen) < capacity:
         heads = [
-            (active.get(pid, 0), -q[0].priority, q[0].created_at, pid)
+            (active.get(pid, 0), used.get(pid, 0), -q[0].priority, q[0].created_at, pid)
             for pid, q in queues.items()
             if q and active.get(pid, 0) < project_quota
         ]
         if not heads:
             break
-        _, _, _, pid = min(heads)
+        pid = min(heads)[-1]
         row = queues[pid].pop(0)
         chosen.append(row.run_id)
         active[pid] = active.get(pid, 0) + 1
+        used[pid] = used.get(pid, 0) + 1
     return chosen
 
 
