@@ -227,3 +227,25 @@ def test_stop_with_grace_waits_for_a_finished_job_before_deleting(fake):
 def test_token_expiration_below_the_api_minimum_is_refused():
     with pytest.raises(Exception, match="at least 600"):
         KubernetesExecutor(token_expiration_seconds=60)
+
+
+def test_a_job_that_already_exists_is_taken_over(fake):
+    """A POST retried after a timeout may find the Job its first try created: it gets its Secret."""
+    ex = executor(fake)
+    s = spec()
+
+    async def go():
+        await ex.launch(s)
+        del fake.secrets[("animus-runs", NAME)]  # as if the first try had stopped after the Job
+        fake.requests.clear()
+        return await ex.launch(s)
+
+    handle = run(_with(ex, go()))
+    assert handle == f"k8s:animus-runs/{NAME}"
+    assert fake.calls() == [
+        ("POST", JOBS),
+        ("GET", f"{JOBS}/{NAME}"),
+        ("POST", "/api/v1/namespaces/animus-runs/secrets"),
+    ]
+    uid = fake.jobs[("animus-runs", NAME)]["metadata"]["uid"]
+    assert fake.requests[-1].body["metadata"]["ownerReferences"][0]["uid"] == uid

@@ -204,7 +204,14 @@ class KubernetesExecutor(Executor):
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         api = await self.api()
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
-        created = await self._call(f"create Job {name}", batch.create_namespaced_job, namespace, body)
+        try:
+            created = await self._call(f"create Job {name}", batch.create_namespaced_job, namespace, body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            # a retried POST whose first try did arrive: the Job of this very attempt exists (names
+            # are per attempt), so take it over instead of leaving it without its token
+            created = await self._call(f"read Job {name}", batch.read_namespaced_job, name, namespace)
         secret = make_token_secret(
             name=name,
             namespace=namespace,
