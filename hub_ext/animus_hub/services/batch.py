@@ -500,12 +500,18 @@ def active_count(session: Session) -> int:
 
 def claim(session: Session, run_id: str, executor: str, token_ttl: dt.timedelta) -> Dispatch | None:
     """Move one queued run to starting with a fresh attempt and run token; None if someone else did."""
-    job = session.scalar(select(RunJob).where(RunJob.run_id == run_id).with_for_update())
-    if job is None or job.state != "queued":
+    # one statement for the three rows (this runs once per dispatched attempt); only the job is locked
+    found = session.execute(
+        select(RunJob, Run, Project)
+        .join(Run, Run.id == RunJob.run_id)
+        .join(Project, Project.id == RunJob.project_id)
+        .where(RunJob.run_id == run_id)
+        .with_for_update(of=RunJob)
+    ).first()
+    if found is None:
         return None
-    run = session.get(Run, run_id)
-    project = session.get(Project, job.project_id)
-    if run is None or project is None or run.status != "queued":
+    job, run, project = found
+    if job.state != "queued" or run.status != "queued":
         return None
     resources: dict[str, Any] = {}
     image = ""
