@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
+import gitdaemon
 import pytest
+from gitdaemon import free_port, git
 from sqlalchemy import select
 from stack import HubStack
 
@@ -69,69 +69,25 @@ print("awake", flush=True)
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _git(*args: str, cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def git_server(tmp_path_factory):
     """A repository with two commits served by `git daemon` on 127.0.0.1: (url, first sha, head sha)."""
     root = tmp_path_factory.mktemp("git")
     work = root / "work"
     work.mkdir()
-    _git("init", "-q", "-b", "main", cwd=work)
+    git("init", "-q", "-b", "main", cwd=work)
     (work / "README").write_text("first\n")
-    _git("add", ".", cwd=work)
-    _git("commit", "-q", "-m", "first", cwd=work)
-    first = _git("rev-parse", "HEAD", cwd=work)
+    git("add", ".", cwd=work)
+    git("commit", "-q", "-m", "first", cwd=work)
+    first = git("rev-parse", "HEAD", cwd=work)
     for name, text in SCRIPTS.items():
         (work / name).write_text(text)
-    _git("add", ".", cwd=work)
-    _git("commit", "-q", "-m", "scripts", cwd=work)
-    head = _git("rev-parse", "HEAD", cwd=work)
-    _git("tag", "-a", "v1", "-m", "v1", cwd=work)
-    served = root / "served"
-    served.mkdir()
-    _git("clone", "-q", "--bare", str(work), str(served / "repo.git"), cwd=root)
-    # as GitHub and GitLab do: any commit reachable from a ref may be fetched by its SHA
-    _git("config", "uploadpack.allowReachableSHA1InWant", "true", cwd=served / "repo.git")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            f"--base-path={served}",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(served),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"git://127.0.0.1:{port}/repo.git"
-    deadline = time.monotonic() + 10
-    while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, "git daemon did not start"
-        time.sleep(0.1)
-    yield url, first, head
-    proc.terminate()
-    proc.wait(timeout=10)
+    git("add", ".", cwd=work)
+    git("commit", "-q", "-m", "scripts", cwd=work)
+    head = git("rev-parse", "HEAD", cwd=work)
+    git("tag", "-a", "v1", "-m", "v1", cwd=work)
+    with gitdaemon.serve(work, root) as url:
+        yield url, first, head
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -419,7 +375,7 @@ def test_bad_commits_and_repositories_are_refused(ctx, git_server):
     _refused(ctx, git_server, 422, "invalid_commit_sha", commit="abc1234")
     _refused(ctx, git_server, 422, "commit_not_found", commit="0123456789" * 4)
     _refused(ctx, git_server, 422, "ref_not_found", commit="no-such-branch")
-    _refused(ctx, git_server, 422, "repo_unreachable", repo=f"git://127.0.0.1:{_free_port()}/nope.git")
+    _refused(ctx, git_server, 422, "repo_unreachable", repo=f"git://127.0.0.1:{free_port()}/nope.git")
     _refused(ctx, git_server, 422, "invalid_repo_url", repo="file:///etc")
     _refused(ctx, git_server, 422, "invalid_repo_url", repo="https://user:secret@git.example.com/x.git")
     _refused(ctx, git_server, 404, "environment_not_found", environment="nope:1")

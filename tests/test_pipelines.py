@@ -18,12 +18,14 @@ import time
 import uuid
 from pathlib import Path
 
+import gitdaemon
 import psutil
 import pytest
 import requests
+from gitdaemon import git
 from sqlalchemy import select
 from stack import HubStack
-from test_batch_runs import PINNED, _free_port, _git, db_session, wait_released
+from test_batch_runs import PINNED, db_session, wait_released
 
 from animus import datasets as sdk_datasets
 from animus.client import Client
@@ -104,32 +106,14 @@ def git_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("git")
     work = root / "work"
     work.mkdir()
-    _git("init", "-q", "-b", "main", cwd=work)
+    git("init", "-q", "-b", "main", cwd=work)
     for name, text in SCRIPTS.items():
         (work / name).write_text(text)
-    _git("add", ".", cwd=work)
-    _git("commit", "-q", "-m", "pipeline scripts", cwd=work)
-    head = _git("rev-parse", "HEAD", cwd=work)
-    served = root / "served"
-    served.mkdir()
-    _git("clone", "-q", "--bare", str(work), str(served / "repo.git"), cwd=root)
-    _git("config", "uploadpack.allowReachableSHA1InWant", "true", cwd=served / "repo.git")
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={served}", "--listen=127.0.0.1",
-         f"--port={port}", str(served)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    url = f"git://127.0.0.1:{port}/repo.git"
-    deadline = time.monotonic() + 10
-    while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, "git daemon did not start"
-        time.sleep(0.1)
-    yield url, head
-    proc.terminate()
-    proc.wait(timeout=10)
+    git("add", ".", cwd=work)
+    git("commit", "-q", "-m", "pipeline scripts", cwd=work)
+    head = git("rev-parse", "HEAD", cwd=work)
+    with gitdaemon.serve(work, root) as url:
+        yield url, head
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

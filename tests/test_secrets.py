@@ -13,12 +13,14 @@ import stat
 import time
 import uuid
 
+import gitdaemon
 import leakscan
 import pytest
+from gitdaemon import free_port, git
 from openbao import start_bao
 from sqlalchemy import select
 from stack import HubStack
-from test_batch_runs import PINNED, _free_port, _git, db_session, logs, wait_status  # noqa: F401
+from test_batch_runs import PINNED, db_session, logs, wait_status  # noqa: F401
 
 from animus.client import AnimusAPIError, Client
 from animus.redaction import Redactor
@@ -71,7 +73,7 @@ def test_local_store_encrypts_writes_0600_and_detects_tampering(tmp_path):
 
 def test_an_unreachable_vault_is_a_clear_store_error_without_the_value():
     value = new_value()
-    store = VaultSecretStore(url=f"http://127.0.0.1:{_free_port()}", token="t" * 20, timeout=2)
+    store = VaultSecretStore(url=f"http://127.0.0.1:{free_port()}", token="t" * 20, timeout=2)
     with pytest.raises(SecretStoreUnavailable) as e:
         store.put("fraud", "db-password", value)
     assert "unreachable" in str(e.value) and value not in str(e.value)
@@ -184,45 +186,17 @@ SLEEP = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
 
 @pytest.fixture(scope="module")
 def git_repo(tmp_path_factory):
-    import subprocess
-
     root = tmp_path_factory.mktemp("git-secrets")
     work = root / "work"
     work.mkdir()
-    _git("init", "-q", "-b", "main", cwd=work)
+    git("init", "-q", "-b", "main", cwd=work)
     (work / "show.py").write_text(SCRIPT)
     (work / "sleep.py").write_text(SLEEP)
-    _git("add", ".", cwd=work)
-    _git("commit", "-q", "-m", "scripts", cwd=work)
-    head = _git("rev-parse", "HEAD", cwd=work)
-    served = root / "served"
-    served.mkdir()
-    _git("clone", "-q", "--bare", str(work), str(served / "repo.git"), cwd=root)
-    _git("config", "uploadpack.allowReachableSHA1InWant", "true", cwd=served / "repo.git")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            f"--base-path={served}",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(served),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"git://127.0.0.1:{port}/repo.git"
-    deadline = time.monotonic() + 10
-    while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, "git daemon did not start"
-        time.sleep(0.1)
-    yield url, head
-    proc.terminate()
-    proc.wait(timeout=10)
+    git("add", ".", cwd=work)
+    git("commit", "-q", "-m", "scripts", cwd=work)
+    head = git("rev-parse", "HEAD", cwd=work)
+    with gitdaemon.serve(work, root) as url:
+        yield url, head
 
 
 RUNS_CONFIG = """
