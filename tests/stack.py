@@ -8,6 +8,7 @@ create users, groups and tokens through the hub's REST API.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
@@ -59,7 +60,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PORT_FIELDS = ("port", "hub_port", "proxy_api_port", "api_port", "objects_port", "ssh_port")
+
+
 class HubStack:
+    _retried = False
+
     def __init__(
         self,
         root: Path,
@@ -129,6 +135,14 @@ class HubStack:
         )
         if not wait_until_up(self.api_url + "/health", self.proc, timeout):
             self.stop()
+            if not self._retried:
+                # free_port() releases the port it found: another server started meanwhile may
+                # have taken one (seen: the proxy's API port answering 404). Once, with new ports.
+                self._retried = True
+                self.settings = dataclasses.replace(
+                    self.settings, **{f: free_port() for f in PORT_FIELDS if getattr(self.settings, f)}
+                )
+                return self.start(timeout)
             raise RuntimeError(f"the stack did not come up; log: {self.log_path}\n{self.log_tail()}")
         return self
 
