@@ -228,6 +228,22 @@ def _promotion_path(mstack, team, tmp_path, receiver):
     v2 = am.get_version("churn", 2, project, client=c)
     assert v2["status"] == "draft" and "validation failed" in v2["status_reason"]
     assert [h["kind"] for h in am.history("churn", 2, project, client=c)] == ["validation_failed"]
+    # the verdicts the Models panel shows: the same refusal, explained, and nothing recorded
+    verdict = api(mstack, team, "GET", "/models/churn/versions/2/actions", "contributor").json()
+    (to_validated,) = verdict["actions"]
+    assert (to_validated["to"], to_validated["allowed"], to_validated["code"]) == (
+        "validated",
+        False,
+        "policy_check_failed",
+    )
+    assert "has no metric 'accuracy'" in to_validated["reason"] and not all(ch["ok"] for ch in to_validated["checks"])
+    viewer_verdict = api(mstack, team, "GET", "/models/churn/versions/1/actions", "viewer").json()
+    assert [(a["to"], a["allowed"], a["code"]) for a in viewer_verdict["actions"]] == [
+        ("validated", False, "policy_forbids")
+    ]
+    assert "your role is viewer" in viewer_verdict["actions"][0]["reason"]
+    assert api(mstack, team, "GET", "/models/churn/versions/9/actions", "viewer").status_code == 404
+    assert [h["kind"] for h in am.history("churn", 2, project, client=c)] == ["validation_failed"]
 
     # validated: the policy measured accuracy on iris v1, and recorded that
     r = am.transition("churn", 1, "validated", "ready for review", project, client=c)
@@ -241,6 +257,16 @@ def _promotion_path(mstack, team, tmp_path, receiver):
         am.approve("churn", 1, project=project, client=c)
     assert (e.value.status, e.value.reason) == (403, "four_eyes")
     assert api(mstack, team, "POST", "/models/churn/versions/1/approvals", "viewer", json={}).status_code == 403
+    mine = api(mstack, team, "GET", "/models/churn/versions/1/actions", "contributor").json()
+    assert mine["pending_request"]["requested_by"] == team["names"]["contributor"]
+    by_action = {(a["action"], a["to"]): a for a in mine["actions"]}
+    assert by_action[("approve", "approved")]["allowed"] is False
+    assert by_action[("approve", "approved")]["code"] == "four_eyes"
+    assert "four eyes" in by_action[("approve", "approved")]["reason"]
+    assert by_action[("transition", "approved")]["code"] == "request_pending"
+    assert by_action[("transition", "draft")]["reason_required"] is True
+    theirs = api(mstack, team, "GET", "/models/churn/versions/1/actions", "maintainer").json()
+    assert [a["allowed"] for a in theirs["actions"] if a["action"] == "approve"] == [True]
     assert am.get_version("churn", 1, project, client=c)["status"] == "validated"
     r = am.approve("churn", 1, "looks good", project, client=m)
     assert r["outcome"] == "transitioned" and r["version"]["status"] == "approved"

@@ -546,6 +546,9 @@ EXPECTED.update(
         "/projects/{project}/models/{model}/versions/{version}/history": {
             "GET": Case(only(200, VIEWER_UP), setup=_new_model_version),
         },
+        "/projects/{project}/models/{model}/versions/{version}/actions": {
+            "GET": Case(only(200, VIEWER_UP), setup=_new_model_version),
+        },
         # a draft is not exported without force: members who may export get the 409 that says so
         "/projects/{project}/models/{model}/versions/{version}/exports": {
             "POST": Case(only(409, CONTRIBUTOR_UP), setup=_new_model_version, body=lambda ctx: {"format": "oci"}),

@@ -219,3 +219,48 @@ class AnimusUp:
         psutil.wait_procs(left, timeout=10)
         if getattr(self, "_log", None):
             self._log.close()
+
+
+# --- the browser: waiting, screenshots, JupyterLab terminals ------------------------------
+
+PROMPT = re.compile(r"\n[^\n]*[#$] ?$")
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>]")
+
+# Reads what a JupyterLab terminal has shown: terminado replays its output buffer to
+# every client that connects, so a second websocket from the page (same cookies) sees
+# the text that xterm draws on a canvas.
+READ_TERMINAL_JS = """
+async ([wsUrl, ms]) => new Promise((resolve) => {
+  let out = "";
+  const ws = new WebSocket(wsUrl);
+  ws.onmessage = (ev) => { const m = JSON.parse(ev.data); if (m[0] === "stdout") out += m[1]; };
+  ws.onerror = () => resolve({error: true, out});
+  setTimeout(() => { ws.close(); resolve({error: false, out}); }, ms);
+})
+"""
+
+
+def wait_for(check, timeout: float, interval: float = 0.5, what: str = "condition", detail=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = f"\n{detail()}" if detail else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def screenshot(page, artifacts: Path, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts / name))
+    page.screenshot(path=str(tmp_path / name))
+
+
+def command_done(text: str, command: str) -> str:
+    """The output of `command` (plus a newline) once a new prompt follows it, else ""."""
+    if command not in text:
+        return ""
+    after = text.rsplit(command, 1)[1]
+    prompt = PROMPT.search(after)
+    return after[: prompt.start()] + "\n" if prompt else ""

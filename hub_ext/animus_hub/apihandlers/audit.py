@@ -33,8 +33,16 @@ class _AuditReadHandler(APIHandler):
             raw = self.get_query_argument(arg, None)
             if raw:
                 stmt = stmt.where(column == raw)
+        order = self.get_query_argument("order", "asc")
+        if order not in ("asc", "desc"):
+            raise AnimusError(400, "invalid_argument", "order is 'asc' (oldest first, the default) or 'desc'")
         rows, next_cursor = page(
-            self.db, stmt, AuditEvent.seq, self.limit_arg(AUDIT_PAGE_MAX), self.get_query_argument("cursor", None)
+            self.db,
+            stmt,
+            AuditEvent.seq,
+            self.limit_arg(AUDIT_PAGE_MAX),
+            self.get_query_argument("cursor", None),
+            descending=order == "desc",
         )
         self.write_json({"items": [event_to_dict(e) for e in rows], "next_cursor": next_cursor})
 

@@ -141,6 +141,17 @@ class ModelVersionAPIHandler(APIHandler):
         self.write_json(svc.version_json(self.db, m, svc.find_version(self.db, m, version)))
 
 
+class ModelVersionActionsAPIHandler(APIHandler):
+    """What the caller may do with a version now, each refusal explained by the policy (read-only)."""
+
+    actions = {"GET": "models:read"}
+
+    def get(self, project: str, model: str, version: str) -> None:
+        m = svc.find_model(self.db, self.project, model)
+        v = svc.find_version(self.db, m, version)
+        self.write_json(svc.actions(self.db, self.project, m, v, self.principal, self.role))
+
+
 class _PromotionHandler(APIHandler):
     def answer(self, project: str, m: Any, outcome: svc.Outcome, audit_action: str, details: dict[str, Any]) -> None:
         v = outcome.version
@@ -475,6 +486,7 @@ default_handlers = [
     (f"/projects/{PROJECT}/models/{MODEL}/aliases/{ALIAS}", ModelAliasAPIHandler),
     (f"/projects/{PROJECT}/models/{MODEL}/versions", ModelVersionListAPIHandler),
     (f"/projects/{PROJECT}/models/{MODEL}/versions/{VERSION}", ModelVersionAPIHandler),
+    (f"/projects/{PROJECT}/models/{MODEL}/versions/{VERSION}/actions", ModelVersionActionsAPIHandler),
     (f"/projects/{PROJECT}/models/{MODEL}/versions/{VERSION}/transitions", ModelTransitionAPIHandler),
     (f"/projects/{PROJECT}/models/{MODEL}/versions/{VERSION}/approvals", ModelApprovalAPIHandler),
     (f"/projects/{PROJECT}/models/{MODEL}/versions/{VERSION}/history", ModelVersionHistoryAPIHandler),

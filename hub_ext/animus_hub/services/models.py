@@ -590,6 +590,121 @@ def _role_allowed(role: Role | None, allowed: list[str]) -> bool:
     return role is not None and role.name in allowed
 
 
+def transition_refusal(
+    session: Session, v: ModelVersion, to: str, spec: dict[str, Any], policy_version: int | None, role: Role | None
+) -> AnimusError | None:
+    """Why the policy refuses a request to move `v` to `to` by someone with `role`, or None.
+
+    The one rule for both requesting a transition and explaining it (``actions``);
+    the policy's metric and lineage checks are measured separately.
+    """
+    if not _role_allowed(role, spec["roles"]):
+        return AnimusError(
+            403,
+            "policy_forbids",
+            f"The promotion policy (version {policy_version or 'built-in'}) lets {', '.join(spec['roles'])} move versions "
+            f"to {to}; your role is {role.name if role else 'none'}",
+            {"policy_version": policy_version, "roles": spec["roles"], "role": role.name if role else None},
+        )
+    if open_request(session, v) is not None:
+        return AnimusError(
+            409,
+            "request_pending",
+            f"Version {v.version} already has an open request; approve it or wait for it to close",
+        )
+    return None
+
+
+def approval_refusal(
+    session: Session,
+    req: PromotionRequest,
+    spec: dict[str, Any],
+    policy_version: int | None,
+    principal: Principal,
+    role: Role | None,
+) -> AnimusError | None:
+    """Why the policy refuses `principal`'s approval of the open request `req`, or None."""
+    if spec["four_eyes"] and principal.name == req.requested_by:
+        return AnimusError(
+            403,
+            "four_eyes",
+            "You requested this promotion; the policy (four eyes) needs someone else to approve it",
+            {"requested_by": req.requested_by},
+        )
+    allowed = spec.get("approver_roles") or ["maintainer", "owner"]
+    if not _role_allowed(role, allowed) or principal.kind != "user":
+        return AnimusError(
+            403,
+            "policy_forbids",
+            f"The promotion policy (version {policy_version or 'built-in'}) counts approvals of people with role "
+            f"{', '.join(allowed)}; yours is {role.name if role else 'none'}"
+            + ("" if principal.kind == "user" else " (and tokens cannot approve)"),
+            {"policy_version": policy_version, "approver_roles": allowed},
+        )
+    if session.scalar(
+        select(ModelApproval.id).where(ModelApproval.request_id == req.id, ModelApproval.approver == principal.name)
+    ):
+        return AnimusError(409, "already_approved", "You already approved this request; another person must approve")
+    return None
+
+
+def _verdict(action: str, refusal: AnimusError | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "action": action,
+        "allowed": refusal is None,
+        "code": refusal.reason if refusal is not None else None,
+        "reason": refusal.message if refusal is not None else None,
+        **extra,
+    }
+
+
+def actions(
+    session: Session, project: Project, model: Model, v: ModelVersion, principal: Principal, role: Role | None
+) -> dict[str, Any]:
+    """What the caller may do with `v` now under the policy in force, each refusal explained.
+
+    One entry per transition the version's status allows (the role rule, an open
+    request, then the policy's checks measured on the version's run) and, when a
+    request is open, one for approving it. Read-only: nothing is recorded.
+    """
+    policy = policy_svc.current_policy(session, project)
+    policy_version = policy.version if policy is not None else None
+    specs = policy_svc.effective_spec(policy.spec if policy is not None else None)["transitions"]
+    run = session.get(Run, v.run_id) if v.run_id else None
+    out: list[dict[str, Any]] = []
+    for to in sorted(t for f, t in TRANSITIONS if f == v.status):
+        spec = specs[to]
+        refusal = transition_refusal(session, v, to, spec, policy_version, role)
+        checks: list[dict[str, Any]] = []
+        if refusal is None:
+            checks = policy_svc.evaluate_checks(session, run, spec)
+            failed = [c["message"] for c in checks if not c["ok"]]
+            if failed:
+                refusal = AnimusError(422, "policy_check_failed", "; ".join(failed))
+        out.append(
+            _verdict(
+                "transition",
+                refusal,
+                to=to,
+                approvals_required=spec["approvers"],
+                reason_required=to in ("draft", "deprecated"),
+                checks=checks,
+            )
+        )
+    req = open_request(session, v)
+    if req is not None:
+        refusal = approval_refusal(session, req, specs[req.to_status], policy_version, principal, role)
+        out.append(_verdict("approve", refusal, to=req.to_status, requested_by=req.requested_by))
+    return {
+        "model": model.name,
+        "version": v.version,
+        "status": v.status,
+        "policy_version": policy_version,
+        "pending_request": request_json(session, req) if req is not None else None,
+        "actions": out,
+    }
+
+
 def request_transition(
     session: Session,
     project: Project,
@@ -624,20 +739,9 @@ def request_transition(
         event = _move(session, project, model, v, to, principal, reason, {"override": True}, policy_version, True, None)
         return Outcome("transitioned", v, None, [], policy_version, event)
     spec = policy_svc.effective_spec(policy.spec if policy is not None else None)["transitions"][to]
-    if not _role_allowed(role, spec["roles"]):
-        raise AnimusError(
-            403,
-            "policy_forbids",
-            f"The promotion policy (version {policy_version or 'built-in'}) lets {', '.join(spec['roles'])} move versions "
-            f"to {to}; your role is {role.name if role else 'none'}",
-            {"policy_version": policy_version, "roles": spec["roles"], "role": role.name if role else None},
-        )
-    if open_request(session, v) is not None:
-        raise AnimusError(
-            409,
-            "request_pending",
-            f"Version {v.version} already has an open request; approve it or wait for it to close",
-        )
+    refusal = transition_refusal(session, v, to, spec, policy_version, role)
+    if refusal is not None:
+        raise refusal
     run = session.get(Run, v.run_id) if v.run_id else None
     checks = policy_svc.evaluate_checks(session, run, spec)
     evidence = {"checks": checks, "required_approvals": spec["approvers"]}
@@ -724,27 +828,9 @@ def approve(
     policy = policy_svc.current_policy(session, project)
     policy_version = policy.version if policy is not None else None
     spec = policy_svc.effective_spec(policy.spec if policy is not None else None)["transitions"][req.to_status]
-    if spec["four_eyes"] and principal.name == req.requested_by:
-        raise AnimusError(
-            403,
-            "four_eyes",
-            "You requested this promotion; the policy (four eyes) needs someone else to approve it",
-            {"requested_by": req.requested_by},
-        )
-    allowed = spec.get("approver_roles") or ["maintainer", "owner"]
-    if not _role_allowed(role, allowed) or principal.kind != "user":
-        raise AnimusError(
-            403,
-            "policy_forbids",
-            f"The promotion policy (version {policy_version or 'built-in'}) counts approvals of people with role "
-            f"{', '.join(allowed)}; yours is {role.name if role else 'none'}"
-            + ("" if principal.kind == "user" else " (and tokens cannot approve)"),
-            {"policy_version": policy_version, "approver_roles": allowed},
-        )
-    if session.scalar(
-        select(ModelApproval.id).where(ModelApproval.request_id == req.id, ModelApproval.approver == principal.name)
-    ):
-        raise AnimusError(409, "already_approved", "You already approved this request; another person must approve")
+    refusal = approval_refusal(session, req, spec, policy_version, principal, role)
+    if refusal is not None:
+        raise refusal
     session.add(
         ModelApproval(
             request_id=req.id, approver=principal.name, approver_role=role.name, reason=reason, created_at=utcnow()

@@ -45,11 +45,25 @@ def parse_limit(raw: str | None, maximum: int, default: int = DEFAULT_LIMIT) -> 
 
 
 def page(
-    session: Session, stmt: Select[Any], key: InstrumentedAttribute[int], limit: int, cursor: str | None
+    session: Session,
+    stmt: Select[Any],
+    key: InstrumentedAttribute[int],
+    limit: int,
+    cursor: str | None,
+    descending: bool = False,
 ) -> tuple[list[Any], str | None]:
-    """One page of `stmt` ordered by `key`, and the cursor of the next page (None at the end)."""
+    """One page of `stmt` ordered by `key` (newest first with `descending`), and the next page's cursor.
+
+    The cursor holds the last key of the page; None at the end.
+    """
     after = decode_cursor(cursor)
-    rows = list(session.scalars(stmt.where(key > after).order_by(key).limit(limit + 1)))
+    if descending:
+        if cursor:
+            stmt = stmt.where(key < after)
+        stmt = stmt.order_by(key.desc())
+    else:
+        stmt = stmt.where(key > after).order_by(key)
+    rows = list(session.scalars(stmt.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(getattr(rows[-1], key.key)) if more and rows else None
