@@ -176,7 +176,8 @@ def test_platform_admin_sees_every_project(stack, alice, admin_token, unique):
 def test_whoami_version_health(stack, alice):
     name, token = alice
     me = stack.api("GET", "/whoami", token).json()
-    assert me == {"kind": "user", "name": name, "groups": [], "admin": False}
+    # an ordinary token is bound to no project
+    assert me == {"kind": "user", "name": name, "groups": [], "admin": False, "project": None, "token_project": None}
     v = stack.api("GET", "/version", token).json()
     assert v["api"] == "v1" and v["version"]
     assert stack.api("GET", "/health").json() == {"status": "ok"}

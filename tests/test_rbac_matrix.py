@@ -448,7 +448,11 @@ EXPECTED.update(
         "/ssh/authorize": {
             "POST": Case(
                 platform(200, set()),
-                body=lambda ctx: {"user": "u", "project": ctx.project, "public_key": _ssh_public_key(ctx)["public_key"]},
+                body=lambda ctx: {
+                    "user": "u",
+                    "project": ctx.project,
+                    "public_key": _ssh_public_key(ctx)["public_key"],
+                },
             )
         },
         "/ssh/events": {"POST": Case(platform(200, set()), body=lambda ctx: {"event": "login", "user": "u"})},
@@ -827,4 +831,80 @@ def test_route_role_matrix(ctx):
         for d in denials
         if (name_of.get(d[0]) or "", d[1], "/services/animus/api/v1" + d[2]) not in seen and d[0] != "admin"
     ]
+    assert not missing, f"denied requests not audited: {missing[:10]}"
+
+
+# --- a workspace's token, bound to another project ------------------------------------------------
+
+# platform routes a workspace's token may not use although its person may: creating a project (the
+# token could not act in it) and platform administration (an admin's workspace would reach everything)
+BOUND_REFUSED = {
+    ("/projects", "POST"),
+    ("/audit/events", "GET"),
+    ("/audit/head", "GET"),
+    ("/role-mappings", "GET"),
+    ("/role-mappings", "POST"),
+    ("/role-mappings/{rule_id}", "DELETE"),
+    ("/users/{name}/sessions", "GET"),
+    ("/users/{name}/logout", "POST"),
+}
+
+
+def _workspace_token(ctx: Ctx, user: str, server: str) -> str:
+    """A token with the server scopes the hub gives the workspace `server` of `user`."""
+    scopes = [f"access:servers!server={user}/{server}", "access:services!service=animus"]
+    r = ctx.stack.hub("POST", f"/users/{user}/tokens", json={"scopes": scopes, "expires_in": 3600})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+def test_a_workspace_token_of_another_project_gets_404_on_every_project_route(ctx):
+    """The owner's and an admin's workspace tokens for another project: every route of this project
+    answers the 404 a non-member gets, audited as a denial; outside projects each may do what its
+    person may, except BOUND_REFUSED."""
+    elsewhere = ctx.unique("elsewhere")
+    names = {"owner": ctx.names["owner"], "admin": ctx.api("GET", "/whoami", ctx.tokens["admin"]).json()["name"]}
+    bound = {who: _workspace_token(ctx, name, elsewhere) for who, name in names.items()}
+    failures = []
+    denials = []
+    for route, methods in EXPECTED.items():
+        if route in ("ROOT", "/health"):
+            continue  # public
+        for method, case in methods.items():
+            values = case.setup(ctx, {}) if case.setup else {}
+            path = _path(route, ctx, values, case)
+            params = case.params(ctx, values) if case.params else None
+            for who, token in bound.items():
+                body = case.body(ctx) if case.body else None
+                if "body_from_values" in case.extra:
+                    body = case.extra["body_from_values"](values)
+                r = ctx.api(method, path, token, json=body, params=params)
+                in_project = "{project}" in route
+                person_may = case.expected[who] < 400
+                if in_project:
+                    want, reason = 404, "project_not_found"
+                elif (route, method) in BOUND_REFUSED:
+                    want, reason = 403, "token_bound_to_project" if person_may else "forbidden"
+                else:
+                    want, reason = case.expected[who], None
+                got = r.json().get("reason") if r.status_code >= 400 else None
+                if r.status_code != want or (reason and got != reason):
+                    failures.append(
+                        f"{method} {route} as {who}'s workspace token: got {r.status_code} {got}, expected {want} "
+                        f"{reason}: {r.text[:200]}"
+                    )
+                elif in_project:
+                    denials.append((names[who], method, path))
+                if case.cleanup and r.status_code < 300:
+                    case.cleanup(ctx, values)
+    assert not failures, "\n".join(failures)
+    denied = ctx.api("GET", "/audit/events", ctx.tokens["admin"], params={"outcome": "denied", "limit": 5000}).json()[
+        "items"
+    ]
+    seen = {
+        (e["actor"], e["details"].get("method"), e["resource"])
+        for e in denied
+        if e["details"].get("workspace_project") == elsewhere
+    }
+    missing = [d for d in denials if (d[0], d[1], "/services/animus/api/v1" + d[2]) not in seen]
     assert not missing, f"denied requests not audited: {missing[:10]}"

@@ -205,6 +205,8 @@ def test_a_registered_key_runs_commands_in_the_projects_workspace(ssh_stack, peo
             assert cwd.endswith(f"/workspaces/{alice['name']}/{alice['project']}"), cwd
             me = json.loads(rest)
             assert me["name"] == alice["name"]
+            # the session has the workspace's token, which is valid for this project only
+            assert me["token_project"] == alice["project"]
             # exit status and stderr come back as they are
             r = await conn.run("echo oops >&2; exit 3")
             assert (r.exit_status, r.stderr) == (3, "oops\n")

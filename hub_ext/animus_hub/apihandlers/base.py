@@ -353,7 +353,13 @@ class APIHandler(web.RequestHandler):
                     project=self.project.slug
                     if self.project is not None
                     else (self.path_kwargs.get("project", "") if self.path_kwargs else ""),
-                    details={"status": error.status, "reason": error.reason, "method": self.request.method},
+                    details={
+                        "status": error.status,
+                        "reason": error.reason,
+                        "method": self.request.method,
+                        # what only the audit trail may know (e.g. the project a workspace token is for)
+                        **(getattr(error, "audit_details", None) or {}),
+                    },
                 )
                 s.commit()
         except Exception:

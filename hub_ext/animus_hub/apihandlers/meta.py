@@ -43,16 +43,25 @@ class VersionHandler(APIHandler):
 
 
 class WhoAmIHandler(APIHandler):
+    """Who the caller is; for a token bound to one project (a workspace's, a service account's,
+    a run's) also that project (``token_project``, and ``project`` as before) and the role in it."""
+
     actions = {"GET": "whoami:read"}
 
     def get(self) -> None:
         body = self.principal.to_json()
+        body["project"] = body["token_project"] = None
         if self.principal.project_id is not None and self.principal.role is not None:
             from ..orm import Project
 
             project = self.db.get(Project, self.principal.project_id)
-            body["project"] = project.slug if project else None
+            body["project"] = body["token_project"] = project.slug if project else None
             body["role"] = self.principal.role.name
+        elif self.principal.workspace_project is not None:
+            slug = self.principal.workspace_project
+            body["project"] = body["token_project"] = slug
+            _, grants = self.authorizer.resolve(self.db, self.principal, slug, for_update=False)
+            body["role"] = grants[0].role.name if grants else None
         self.write_json(body)
 
 

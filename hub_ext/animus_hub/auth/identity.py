@@ -4,6 +4,8 @@ Two kinds of token are accepted: JupyterHub tokens (user API tokens, the token a
 workspace gets in ``JUPYTERHUB_API_TOKEN``, OAuth access tokens), checked with the
 hub through ``HubAuth`` and cached for ``cache_max_age`` seconds; and Animus-issued
 tokens (``anm_…``) for service accounts and runs, checked in our database.
+
+A workspace's token is bound to the workspace's project: see ``workspace_project``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,37 @@ from .principal import ANONYMOUS, Principal
 from .tokens import is_animus_token, principal_for_token
 
 _AUTH_HEADER = re.compile(r"^\s*(?:bearer|token)\s+(\S+)\s*$", re.IGNORECASE)
+# the JupyterHub scope that lets a token reach servers through the proxy, and its one-server filter
+SERVER_ACCESS_SCOPE = "access:servers"
+_ONE_SERVER_FILTER = "server="
+
+
+def workspace_project(user: str, scopes: frozenset[str] | set[str] | list[str]) -> str | None:
+    """The project a JupyterHub token of `user` is bound to, from its expanded scopes; None if unbound.
+
+    A workspace is the user's named server called after the project, and the hub gives
+    the server's own token (``$JUPYTERHUB_API_TOKEN``, ``MLFLOW_TRACKING_TOKEN``)
+    ``access:servers!server=<user>/<server>`` as its only server access (hubconfig's
+    SERVER_TOKEN_SCOPES; the hub expands ``!server``). A token is bound when that is
+    exactly its server access. Anything broader — ``access:servers``,
+    ``access:servers!user=…``, ``!group=…``, a second server, another user's server — is a
+    token that was never a single workspace's, so it is not bound; nor is the default
+    server's token (``…/`` with no name: not a project's workspace). Tokens made on
+    /hub/token or through ``POST /users/{u}/tokens`` without scopes carry
+    ``access:servers!user=<user>``, and OAuth tokens of browser sessions with the hub or a
+    service carry no server access at all: neither is bound. (The OAuth token of a browser
+    session with the workspace itself carries the workspace's one server, so it is bound
+    too; by default it cannot call Animus at all.) Checked against JupyterHub 6.1.
+    """
+    server_access = [s for s in scopes if s.partition("!")[0] == SERVER_ACCESS_SCOPE]
+    if len(server_access) != 1:
+        return None
+    _, _, filter_ = server_access[0].partition("!")
+    prefix = f"{_ONE_SERVER_FILTER}{user}/"
+    if not filter_.startswith(prefix):
+        return None
+    name = filter_[len(prefix) :]
+    return name or None
 
 
 def token_from_header(header: str | None) -> str | None:
@@ -81,15 +114,17 @@ class Identifier:
         name = model["name"]
         groups = frozenset(model.get("groups") or [])
         is_admin = bool(model.get("admin")) or name in self.admin_users or bool(groups & self.admin_groups)
+        scopes = frozenset(model.get("scopes") or [])
         if kind != "user":
-            return Principal(kind="service", name=name, scopes=frozenset(model.get("scopes") or []))
+            return Principal(kind="service", name=name, scopes=scopes)
         return Principal(
             kind="user",
             name=name,
             groups=groups,
             is_admin=is_admin,
             token_id=model.get("token_id"),
-            scopes=frozenset(model.get("scopes") or []),
+            scopes=scopes,
+            workspace_project=workspace_project(name, scopes),
         )
 
 

@@ -13,7 +13,10 @@ class Principal:
 
     ``kind`` is ``user`` (a JupyterHub user), ``service`` (a JupyterHub service),
     ``service_account`` or ``run`` (Animus-issued tokens). Service-account and run
-    principals are bound to one project (``project_id``) with a fixed ``role``.
+    principals are bound to one project (``project_id``) with a fixed ``role``. A user
+    calling with a workspace's token is bound to that workspace's project
+    (``workspace_project``, see ``auth.identity.workspace_project``): it keeps the
+    person's roles, but only inside that one project.
     """
 
     kind: str
@@ -26,6 +29,8 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
     #: for run tokens: the one run this principal may touch
     run_id: str | None = None
+    #: for a user's workspace token: the slug of the one project the token is valid for
+    workspace_project: str | None = None
 
     @property
     def key(self) -> str:

@@ -12,6 +12,11 @@ may do everything. A principal's role in a project is the highest of:
 Inside a project, a caller with no role gets 404 (the project's existence does
 not leak); a member whose role is too low gets 403. Handlers declare an action
 per HTTP method and never decide on their own.
+
+A workspace's token (``Principal.workspace_project``) carries its person's roles
+into that one project only: in any other project it gets the same 404 as a
+non-member, and outside projects it may do only what WORKSPACE_TOKEN_PLATFORM_ACTIONS
+lists.
 """
 
 from __future__ import annotations
@@ -158,6 +163,23 @@ PLATFORM_ACTIONS: dict[str, str] = {
 }
 
 SSH_GATEWAY_SERVICE = "animus-ssh"
+
+# what a workspace's token (bound to its project) may do outside any project: say who it is,
+# describe the API, list the person's projects (to switch to another one's workspace), and
+# manage the person's own SSH keys. Not create projects (it could not act in the new one) nor
+# administer the platform (an admin's workspace token would reach every project's audit trail).
+WORKSPACE_TOKEN_PLATFORM_ACTIONS = frozenset(
+    {
+        "health:read",
+        "version:read",
+        "whoami:read",
+        "api:describe",
+        "projects:list",
+        "event_types:read",
+        "ssh_keys:read",
+        "ssh_keys:write",
+    }
+)
 
 ALL_ACTIONS = frozenset(PROJECT_ACTIONS) | frozenset(PLATFORM_ACTIONS)
 
@@ -331,6 +353,7 @@ class Authorizer:
             principal.is_admin,
             principal.project_id,
             principal.role,
+            principal.workspace_project,
             slug,
         )
         now = time.monotonic()
@@ -453,7 +476,8 @@ class Authorizer:
 
         For project actions, `project` is the project named in the request or None
         when no such project exists; non-members get the same 404 as for a project
-        that does not exist. Returns the caller's role in the project, if any.
+        that does not exist, and so does a workspace's token in any project but its
+        own. Returns the caller's role in the project, if any.
         """
         if action in PLATFORM_ACTIONS:
             who = PLATFORM_ACTIONS[action]
@@ -463,15 +487,17 @@ class Authorizer:
                 raise unauthenticated()
             if not scope_allows(principal, action):
                 raise insufficient_scope(principal, action)
-            if who == "authenticated":
-                return None
-            if who == "user" and principal.kind == "user":
-                return None
-            if who == "admin" and principal.is_admin:
-                return None
-            if who == "ssh_gateway" and principal.kind == "service" and principal.name == SSH_GATEWAY_SERVICE:
-                return None
-            raise AnimusError(403, "forbidden", f"Not allowed to {action.replace(':', ' ')}", {"action": action})
+            allowed = (
+                who == "authenticated"
+                or (who == "user" and principal.kind == "user")
+                or (who == "admin" and principal.is_admin)
+                or (who == "ssh_gateway" and principal.kind == "service" and principal.name == SSH_GATEWAY_SERVICE)
+            )
+            if not allowed:
+                raise AnimusError(403, "forbidden", f"Not allowed to {action.replace(':', ' ')}", {"action": action})
+            if principal.workspace_project is not None and action not in WORKSPACE_TOKEN_PLATFORM_ACTIONS:
+                raise workspace_token_refused(principal, action)
+            return None
         if action not in PROJECT_ACTIONS:
             raise AnimusError(500, "unknown_action", f"No authorisation rule for action {action!r}")
         if principal.kind == "anonymous":
@@ -479,6 +505,12 @@ class Authorizer:
         name = project.slug if project is not None else (project_slug or "")
         if project is None:
             raise project_not_found(name)
+        if principal.workspace_project is not None and project.slug != principal.workspace_project:
+            # exactly the answer a non-member gets; the audit trail records which project the token is for
+            # (under a key without "token" in it: audit details redact such keys)
+            err = project_not_found(name, denied=True)
+            err.audit_details = {"workspace_project": principal.workspace_project}  # type: ignore[attr-defined]
+            raise err
         if grants is None:
             grants = self.grants(session, principal, project)
         role = grants[0].role if grants else None
@@ -666,6 +698,17 @@ def unauthenticated() -> AnimusError:
         "unauthenticated",
         "Authentication required: send 'Authorization: Bearer <token>' (see `animus login`)",
         headers={"WWW-Authenticate": 'Bearer realm="animus"'},
+    )
+
+
+def workspace_token_refused(principal: Principal, action: str) -> AnimusError:
+    return AnimusError(
+        403,
+        "token_bound_to_project",
+        f"This is the token of your workspace for project {principal.workspace_project!r}: it is valid only "
+        f"in that project and may not do {action}. Use a token of your own for that: one from the hub's "
+        "token page (in a workspace terminal, set it as ANIMUS_TOKEN), or your default server's terminal.",
+        {"action": action, "token_project": principal.workspace_project},
     )
 
 

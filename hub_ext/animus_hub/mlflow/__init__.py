@@ -6,7 +6,8 @@
 MLflow experiments are Animus experiments of the project, MLflow runs are Animus
 runs, MLflow 3 logged models are stored as LoggedModel rows, and artifacts go
 straight to the object store with presigned URLs. With a token bound to one
-project (service accounts, run tokens), ``<hub>/services/animus/mlflow`` is enough.
+project (service accounts, run tokens, a workspace's token), ``<hub>/services/animus/mlflow``
+is enough; such a token cannot log into any other project.
 
 `make_handlers()` gives the routes, mounted beside (not under) /api/v1.
 """

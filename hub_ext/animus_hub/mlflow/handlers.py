@@ -54,6 +54,8 @@ class MLflowHandler(APIHandler):
         if self.principal.project_id is not None:
             project = self.db.get(Project, self.principal.project_id)
             return project.slug if project is not None else ""
+        if self.principal.workspace_project is not None:
+            return self.principal.workspace_project  # a workspace's token: its project
         root = f"{self.request.protocol}://{self.request.host}{self.mlflow_root}"
         raise AnimusError(
             400,
