@@ -629,16 +629,29 @@ EXPECTED.update(
 
 
 def _new_pipeline(ctx: Any, values: dict) -> dict:
-    """A queued pipeline run with no steps, written straight to the database (no git server needed)."""
+    """A running pipeline run, written straight to the database (no git server needed).
+
+    Its one step is running without a run to wait for, so the scheduler leaves the
+    pipeline active (a pipeline without steps would finish at the scheduler's next
+    round, before a cancel could reach it on a loaded machine).
+    """
     from sqlalchemy import select
 
     from animus_hub import db as dbmod
-    from animus_hub.orm import PipelineRun, Project
+    from animus_hub.orm import PipelineRun, PipelineStep, Project
 
     with dbmod.make_session_factory(dbmod.make_engine(ctx.stack.db_url))() as db:
         project = db.scalar(select(Project).where(Project.slug == ctx.project))
-        p = PipelineRun(project_id=project.id, spec_digest="sha256:" + "0" * 64, created_by="rbac", spec={"steps": {}})
+        p = PipelineRun(
+            project_id=project.id,
+            spec_digest="sha256:" + "0" * 64,
+            created_by="rbac",
+            status="running",
+            spec={"steps": {"hold": {"needs": [], "outputs": []}}},
+        )
         db.add(p)
+        db.flush()
+        db.add(PipelineStep(pipeline_run_id=p.id, project_id=project.id, name="hold", position=0, status="running"))
         db.commit()
         return {"pipeline_id": p.id}
 
@@ -698,6 +711,8 @@ EXPECTED.update(
         },
         # everyone in the project may ask about themselves (principal=...); the listing needs maintainer
         "/projects/{project}/access": {"GET": Case(only(200, MAINTAINER_UP))},
+        # the hub's spawner asks before a project's workspace starts: every member may open it
+        "/projects/{project}/workspaces/open": {"POST": Case(only(200, VIEWER_UP), body=lambda ctx: {})},
     }
 )
 

@@ -107,7 +107,9 @@ def test_context_says_who_and_where(ws):
     }
     assert ctx["hub"]["spawn_url"].endswith("/hub/spawn/alice/")
     assert ctx["workspace"]["folder"].endswith("/alice/pan")
-    assert "token" not in r.text.lower()
+    # the workspace's token (32 hex digits, as JupyterHub makes them) never reaches the browser
+    assert not re.search(r"[0-9a-f]{32}", r.text), r.text
+    assert ctx["me"]["token_project"] == "pan"
 
 
 def test_the_owners_calls_reach_the_api_as_the_owner(ws):
@@ -183,3 +185,33 @@ def test_the_audit_panel_reads_newest_first_page_by_page(ws):
     assert seen == [e["seq"] for e in reversed(ascending)] and len(seen) >= 4
     bad = call(ws, "GET", "api/projects/pan/audit/events", alice, params={"order": "sideways"})
     assert bad.status_code == 400 and "order" in bad.json()["message"]
+
+
+def test_opening_a_project_one_is_not_a_member_of_starts_nothing_and_is_audited(ws):
+    st, alice, bob = ws["st"], ws["alice"], ws["bob"]
+    for project in ("bobs-proj", "no-such-project"):
+        r = st.hub("POST", f"/users/alice/servers/{project}", json={})
+        assert r.status_code == 404, (project, r.status_code, r.text[:300])
+        assert project in r.json()["message"], r.text
+        servers = st.hub("GET", "/users/alice").json()["servers"]
+        assert project not in servers or not servers[project].get("ready"), servers
+    denied = st.api(
+        "GET", "/projects/bobs-proj/audit/events", bob, params={"outcome": "denied", "actor": "alice"}
+    ).json()["items"]
+    assert any(e["action"] == "workspaces:open" and e["details"]["status"] == 404 for e in denied), denied
+    # the workspace alice may open was opened through the same check, and that is audited too
+    opened = st.api("GET", "/projects/pan/audit/events", alice, params={"action": "workspace.open"}).json()["items"]
+    assert opened and opened[0]["actor"] == "alice" and opened[0]["details"]["server"] == "pan", opened
+
+
+def test_only_people_open_workspaces(ws):
+    st, alice = ws["st"], ws["alice"]
+    sa = st.api("POST", "/projects/pan/service-accounts", alice, json={"name": "ci-bot", "role": "owner"})
+    assert sa.status_code == 201, sa.text
+    token = st.api("POST", "/projects/pan/service-accounts/ci-bot/tokens", alice, json={"expires_in": 3600}).json()[
+        "token"
+    ]
+    r = st.api("POST", "/projects/pan/workspaces/open", token, json={})
+    assert r.status_code == 403 and "Only people" in r.json()["message"], r.text
+    bad = st.api("POST", "/projects/pan/workspaces/open", alice, json={"template": "x" * 64})
+    assert bad.status_code == 422, bad.text

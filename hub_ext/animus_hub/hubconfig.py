@@ -348,6 +348,8 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
     c.JupyterHub.load_roles = [r for r in animus_roles() if set(r.get("services", [])) <= services]
 
     c.JupyterHub.spawner_class = "animus_hub.spawner.AnimusLocalSpawner"
+    # a project's workspace starts only for the project's members: the spawner asks animus-api
+    c.ProjectWorkspaceAccess.animus_api_url = f"http://127.0.0.1:{s.api_port}{API_PATH}"
     c.SimpleLocalProcessSpawner.home_dir_template = str(data / "workspaces" / "{username}")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.default_url = "/lab"

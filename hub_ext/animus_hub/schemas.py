@@ -311,6 +311,13 @@ class ModelTransition(Strict):
     )
 
 
+class WorkspaceOpen(Strict):
+    #: the workspace template chosen, recorded in the audit trail
+    template: str | None = Field(default=None, max_length=63)
+    #: the JupyterHub server name (the project's slug for a project's workspace)
+    server: str | None = Field(default=None, max_length=255)
+
+
 class ModelApprovalCreate(Strict):
     reason: str = Field(default="", max_length=4000)
 

@@ -35,9 +35,12 @@ from typing import Any
 
 import psutil
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import Dict, List, default, validate
 from traitlets.config import LoggingConfigurable
+
+from .workspace_access import ProjectWorkspaceAccess
 
 #: kubespawner_override keys the local spawner applies (the rest are the cluster's)
 LOCAL_OVERRIDES = ("cpu_limit", "mem_limit", "cpu_guarantee", "mem_guarantee")
@@ -170,8 +173,13 @@ class WorkspaceTemplates(LoggingConfigurable):
         return template
 
 
-class AnimusLocalSpawner(WorkspaceTemplates, SimpleLocalProcessSpawner):
+class AnimusLocalSpawner(ProjectWorkspaceAccess, WorkspaceTemplates, SimpleLocalProcessSpawner):
     """The embedded profile's spawner: local processes, workspace templates, a folder per project."""
+
+    async def run_pre_spawn_hook(self) -> Any:
+        # a project's workspace opens only for the project's members (asked of Animus, audited)
+        await self.check_project_access()
+        return await maybe_future(super().run_pre_spawn_hook())
 
     @default("apply_user_options")
     def _default_apply_user_options(self):

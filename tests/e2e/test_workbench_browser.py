@@ -231,8 +231,24 @@ def test_workbench_in_the_browser(tmp_path, browser, animus_runs, artifacts_dir)
     assert "customer_id" in version.text_content() and "200 rows" in version.text_content()
     shot(lab, "03-dataset")
 
-    # --- compare the two runs: a chart with both -----------------------------------------------
+    # --- a filter with a mistake: the API's message, with where the mistake is ------------------
     show_sections(lab, "experiments")
+    box = experiments.locator('[data-animus="run-filter"]')
+    box.fill("metrics.loss <")
+    box.press("Enter")
+    message = experiments.locator(".jp-AnimusSection-message.jp-mod-error")
+    message.wait_for(timeout=30_000)
+    assert "position" in message.text_content() or "expected" in message.text_content(), message.text_content()
+    box.fill("metrics.loss < 0.3")
+    box.press("Enter")
+    message.wait_for(state="detached", timeout=30_000)
+    experiments.locator('[data-animus="run-name"]', has_text="baseline").wait_for(state="detached", timeout=30_000)
+    assert experiments.locator('[data-animus="run-name"]').all_text_contents() == ["tuned"]
+    box.fill("")
+    box.press("Enter")
+    experiments.locator('[data-animus="run-name"]', has_text="baseline").wait_for(timeout=30_000)
+
+    # --- compare the two runs: a chart with both -----------------------------------------------
     for name in ("baseline", "tuned"):
         experiments.locator(f'[data-animus="run-select"][data-run="{runs[name]}"]').check()
     experiments.locator('[data-animus="compare"]').click()

@@ -17,6 +17,7 @@ from . import (
     tracking,
     users,
     webhooks,
+    workspaces,
 )
 
 # batchruns before tracking: its /runs/submit must not be taken for /runs/{run_id}
@@ -30,6 +31,7 @@ MODULES.append(ssh)
 # secrets before tracking too: /runs/{run_id}/secrets is the runner's fetch
 MODULES.insert(MODULES.index(tracking), secrets)
 MODULES.append(access)
+MODULES.append(workspaces)
 
 
 def default_handlers() -> list[tuple[str, type]]:

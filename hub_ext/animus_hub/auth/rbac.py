@@ -127,7 +127,7 @@ RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
 
 # project actions only a human may perform: a token cannot create service accounts or
 # mint tokens (a leaked token could otherwise outlive its own expiry)
-HUMAN_ONLY_ACTIONS = frozenset({"service_accounts:write", "service_account_tokens:write"})
+HUMAN_ONLY_ACTIONS = frozenset({"service_accounts:write", "service_account_tokens:write", "workspaces:open"})
 
 # the scopes an Animus token may carry; a token without scopes may do what its role allows
 #   "read": only actions that read (named '…:read', plus the listings below)

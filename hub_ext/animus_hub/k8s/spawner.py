@@ -18,15 +18,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Dict, List, Unicode, default, validate
 
 from ..errors import AnimusError
+from ..workspace_access import ProjectWorkspaceAccess
 from . import workspaces as ws
 
 
-class AnimusKubeSpawner(KubeSpawner):
+class AnimusKubeSpawner(ProjectWorkspaceAccess, KubeSpawner):
     workspace_templates = Dict(
         help="Workspace templates by name: {name: {display_name, description, cpu, memory, gpu_count, gpu_type, "
         "image, groups, tolerations, node_selector, default}}. `groups` limits a template to members of those "
@@ -109,6 +111,11 @@ class AnimusKubeSpawner(KubeSpawner):
             return ws.choose_template(self.project, self.user_options.get("profile"), self.allowed_templates())
         except AnimusError as e:
             raise web.HTTPError(e.status, e.message) from None
+
+    async def run_pre_spawn_hook(self):
+        # a project's workspace opens only for the project's members (asked of Animus, audited)
+        await self.check_project_access()
+        return await maybe_future(super().run_pre_spawn_hook())
 
     async def load_user_options(self):
         chosen = self.check_template()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -294,4 +293,4 @@ def environments_show(project: str, ref: str) -> None:
     if not sep:
         print_json({**client.get_environment(project, ref), "versions": client.list_environment_versions(project, ref)})
     else:
-        click.echo(json.dumps(client.get_environment_version(project, name, version), indent=2))
+        print_json(client.get_environment_version(project, name, version))

@@ -1,0 +1,70 @@
+"""Before a project's workspace starts, the hub asks Animus whether its person may open it.
+
+A project's workspace is the person's named server called after the project.
+JupyterHub lets anyone name a server anything, so both Animus spawners (the local
+one and the Kubernetes one) ask animus-api first, with the new server's own token
+(bound to that project): ``POST /projects/{project}/workspaces/open``. A person who
+is not a member of the project, or a project that does not exist, gets the 404
+every non-member gets (the denial is in the audit trail) and nothing starts; an
+opening is audited as ``workspace.open`` with the template chosen. The default
+server (no name) is not a project's workspace and is not checked.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from urllib.parse import quote
+
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
+
+
+class ProjectWorkspaceAccess(LoggingConfigurable):
+    """A spawner mixin: ``check_project_access()`` before a project's workspace starts."""
+
+    animus_api_url = Unicode(
+        "",
+        help="""animus-api's URL as the hub reaches it, e.g.
+        http://animus-api:8090/services/animus/api/v1. Before a project's workspace
+        starts, the hub asks it whether the person may open that project. Empty: no
+        check (any person may start a server named after any project; not for
+        production). `animus up` sets it.""",
+    ).tag(config=True)
+
+    async def check_project_access(self) -> None:
+        """Raise the hub's HTTP error (404 not a member or no such project; 503 Animus down) or return."""
+        project = getattr(self, "name", "") or ""
+        if not project or not self.animus_api_url:
+            return
+        options = getattr(self, "user_options", None) or {}
+        template = options.get("profile") or options.get("template") or None
+        request = HTTPRequest(
+            f"{self.animus_api_url.rstrip('/')}/projects/{quote(project, safe='')}/workspaces/open",
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.api_token}",  # type: ignore[attr-defined]
+                "Content-Type": "application/json",
+                "Idempotency-Key": uuid.uuid4().hex,
+                "User-Agent": "animus-hub-spawner",
+            },
+            body=json.dumps({"template": template if isinstance(template, str) else None, "server": project}),
+            request_timeout=30,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as e:
+            self.log.error("Animus API at %s cannot be reached to open %s: %s", self.animus_api_url, project, e)
+            raise web.HTTPError(503, f"Animus cannot be reached to open project {project!r}'s workspace") from None
+        if response.code == 200:
+            return
+        try:
+            message = json.loads(response.body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if response.code == 599 or response.code >= 500:
+            self.log.error("Animus API answered %s when opening %s: %s", response.code, project, message)
+            raise web.HTTPError(503, f"Animus cannot check access to project {project!r} now; try again")
+        raise web.HTTPError(response.code, message or f"You may not open project {project!r}'s workspace")
