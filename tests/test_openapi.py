@@ -62,6 +62,7 @@ REQUEST_MODELS: dict[str, type[schemas.Strict]] = {
     "createModelVersion": schemas.ModelVersionCreate,
     "transitionModelVersion": schemas.ModelTransition,
     "approveModelVersion": schemas.ModelApprovalCreate,
+    "openWorkspace": schemas.WorkspaceOpen,
     "setModelAlias": schemas.ModelAliasSet,
     "putPromotionPolicy": schemas.PromotionPolicyPut,
     "exportModelVersion": schemas.ModelExportCreate,
