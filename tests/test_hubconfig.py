@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from traitlets.config import Config
 
-from animus_hub.hubconfig import SERVER_TOKEN_SCOPES, EmbeddedSettings, configure_embedded
+from animus_hub import workspaces as ws
+from animus_hub.hubconfig import SERVER_TOKEN_SCOPES, EmbeddedSettings, check_workspace_templates, configure_embedded
 
 
 def configured(tmp_path) -> Config:
@@ -106,6 +108,29 @@ def test_the_ssh_gateway_and_the_culler_are_services_with_only_the_scopes_they_n
         "delete:servers",
     }
     assert c.JupyterHub.spawner_class == "animus_hub.spawner.AnimusLocalSpawner"
+
+
+def test_the_embedded_profile_offers_two_cpu_templates_with_the_small_one_by_default(tmp_path):
+    c = configured(tmp_path)
+    templates = c.AnimusLocalSpawner.workspace_templates
+    assert [(t.name, t.cpu, t.memory_bytes) for t in ws.parse_templates(templates).values()] == [
+        ("cpu-small", 1.0, 2 * 1024**3),
+        ("cpu-large", 2.0, 8 * 1024**3),
+    ]
+    # a start without a choice (the API, the SSH gateway) gets cpu-small; the spawn form pre-selects it
+    assert ws.select_template(templates, {}, "any-project", []).name == "cpu-small"
+    assert ws.select_template(templates, {}, "", []).name == "cpu-small"
+
+
+def test_a_mistake_in_the_workspace_templates_is_caught_when_the_configuration_loads(tmp_path):
+    c = configured(tmp_path)
+    check_workspace_templates(c)
+    c.AnimusLocalSpawner.project_templates = {"vision": ["cpu-small", "gpu"]}
+    with pytest.raises(ValueError, match="project 'vision' offers workspace template 'gpu', which is not defined"):
+        check_workspace_templates(c)
+    c.AnimusKubeSpawner.workspace_templates = {"gpu": {"gpus": 1}}
+    with pytest.raises(ValueError, match="workspace template 'gpu': unknown keys"):
+        check_workspace_templates(c, "AnimusKubeSpawner")
 
 
 def test_port_zero_and_timeout_zero_leave_the_gateway_and_the_culler_out(tmp_path):

@@ -1,7 +1,8 @@
 """Workspace templates per project, rendered by KubeSpawner's own get_pod_manifest().
 
-Two projects with CPU and GPU templates: the filter by the user's groups, the 403
-with the allowed list, and the pods KubeSpawner renders for them — valid against
+Two projects with CPU and GPU templates (the configuration shape and the choice rule
+are the local spawner's too: tests/test_workspace_templates.py): the 403 with the
+allowed list, and the pods KubeSpawner renders for them — valid against
 the API schema (kubernetes-validate, 1.30) and carrying the expected resources,
 labels, tolerations and volumes. No API server is contacted: rendering a pod
 manifest needs none, and KubeSpawner loads its client configuration from a
@@ -19,9 +20,7 @@ from jupyterhub import orm
 from kubernetes_asyncio.config import kube_config
 from tornado import web
 
-from animus_hub.errors import AnimusError
 from animus_hub.k8s import to_dict
-from animus_hub.k8s import workspaces as ws
 
 CPU_IMAGE = "registry.example.com/animus/workspace-cpu:1.0@sha256:" + "aa" * 32
 GPU_IMAGE = "registry.example.com/animus/workspace-gpu:1.0@sha256:" + "bb" * 32
@@ -37,6 +36,7 @@ TEMPLATES = {
         "gpu_type": "NVIDIA-A100-SXM4-80GB",
         "image": GPU_IMAGE,
         "groups": ["gpu-users"],
+        "environment": {"NCCL_DEBUG": "WARN"},
     },
 }
 PROJECT_TEMPLATES = {
@@ -45,68 +45,6 @@ PROJECT_TEMPLATES = {
     "vision": ["cpu-small", "cpu-large", {"template": "gpu", "groups": ["vision-gpu"]}],
     "*": ["cpu-small"],
 }
-
-
-def parsed():
-    return ws.parse_templates(TEMPLATES)
-
-
-def names(templates) -> list[str]:
-    return [t.name for t in templates]
-
-
-def test_templates_are_filtered_by_project_and_groups():
-    t = parsed()
-    assert names(ws.allowed_templates("churn", [], t, PROJECT_TEMPLATES)) == ["cpu-small"]
-    assert names(ws.allowed_templates("churn", ["gpu-users"], t, PROJECT_TEMPLATES)) == ["cpu-small", "gpu"]
-    # the project's own groups replace the template's: gpu-users is not enough in vision
-    assert names(ws.allowed_templates("vision", ["gpu-users"], t, PROJECT_TEMPLATES)) == ["cpu-small", "cpu-large"]
-    assert names(ws.allowed_templates("vision", ["vision-gpu"], t, PROJECT_TEMPLATES)) == [
-        "cpu-small",
-        "cpu-large",
-        "gpu",
-    ]
-    assert names(ws.allowed_templates("other", ["gpu-users"], t, PROJECT_TEMPLATES)) == ["cpu-small"]
-    assert ws.allowed_templates("other", [], t, {"churn": ["gpu"]}) == []
-
-
-def test_a_template_the_groups_do_not_allow_is_403_with_the_allowed_list():
-    allowed = ws.allowed_templates("churn", ["analysts"], parsed(), PROJECT_TEMPLATES)
-    with pytest.raises(AnimusError) as e:
-        ws.choose_template("churn", "gpu", allowed)
-    assert e.value.status == 403
-    assert e.value.reason == "workspace_template_not_allowed"
-    assert e.value.details["allowed"] == ["cpu-small"]
-    assert "allowed: cpu-small" in e.value.message
-    # an unknown name answers the same way
-    with pytest.raises(AnimusError) as e:
-        ws.choose_template("churn", "no-such", allowed)
-    assert e.value.status == 403 and e.value.details["allowed"] == ["cpu-small"]
-    with pytest.raises(AnimusError) as e:
-        ws.choose_template("other", None, [])
-    assert e.value.status == 403 and e.value.reason == "no_workspace_template"
-    assert ws.choose_template("churn", None, allowed).name == "cpu-small"
-    assert ws.choose_template("churn", "cpu-small", allowed).name == "cpu-small"
-
-
-@pytest.mark.parametrize(
-    "raw, match",
-    [
-        ({"Big": {}}, "lower-case"),
-        ({"x": {"cpus": 2}}, "unknown keys"),
-        ({"x": {"cpu": -1}}, "positive"),
-        ({"x": {"gpu_count": 1.5}}, "non-negative integer"),
-        ({"x": {"gpu_type": "A100"}}, "needs gpu_count"),
-    ],
-)
-def test_bad_template_configuration_is_refused_with_its_name(raw, match):
-    with pytest.raises(ValueError, match=match):
-        ws.parse_templates(raw)
-
-
-def test_a_project_offering_an_undefined_template_is_a_configuration_error():
-    with pytest.raises(ValueError, match="not defined"):
-        ws.allowed_templates("churn", [], parsed(), {"churn": ["gpu-xl"]})
 
 
 # --- pods rendered by KubeSpawner --------------------------------------------------------------
@@ -149,6 +87,8 @@ def render(project: str, username: str, groups: list[str], profile: str | None) 
     async def go():
         spawner = AnimusKubeSpawner(_mock=True, config=c, user=user, orm_spawner=orm.Spawner(name=project))
         spawner.user_options = {"profile": profile} if profile else {}
+        # as the hub does: apply_user_options (the template check) before start(), which loads them
+        await spawner._run_apply_user_options(spawner.user_options)
         await spawner.load_user_options()
         pod = await spawner.get_pod_manifest()
         return to_dict(pod), spawner
@@ -203,6 +143,8 @@ def test_gpu_workspace_pod(kubeconfig, project, groups):
     assert volumes["home"]["persistentVolumeClaim"]["claimName"] == f"animus-bob--{project}"
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert mounts["/dev/shm"] == "dshm" and mounts["/home/jovyan"] == "home"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (env["NCCL_DEBUG"], env["ANIMUS_WORKSPACE_TEMPLATE"], env["ANIMUS_PROJECT"]) == ("WARN", "gpu", project)
 
 
 def test_spawner_refuses_a_template_outside_the_users_groups(kubeconfig):
@@ -210,6 +152,40 @@ def test_spawner_refuses_a_template_outside_the_users_groups(kubeconfig):
         render("vision", "carol", ["gpu-users"], "gpu")
     assert e.value.status_code == 403
     assert "allowed: cpu-small, cpu-large" in e.value.log_message
+
+
+def test_spawner_refuses_an_unknown_template_and_starts_the_default_without_a_choice(kubeconfig):
+    with pytest.raises(web.HTTPError) as e:
+        render("churn", "erin", [], "no-such")
+    assert e.value.status_code == 403
+    assert (
+        e.value.log_message
+        == "Workspace template 'no-such' is not allowed for you in project 'churn'; allowed: cpu-small"
+    )
+    pod, spawner = render("churn", "erin", [], None)
+    assert spawner.user_options == {"profile": "cpu-small"}
+
+
+def kube_spawner(project: str, groups: list[str]):
+    from traitlets.config import Config
+
+    from animus_hub.k8s.spawner import AnimusKubeSpawner
+
+    c = Config()
+    c.AnimusKubeSpawner.workspace_templates = TEMPLATES
+    c.AnimusKubeSpawner.project_templates = PROJECT_TEMPLATES
+    user = SimpleNamespace(name="dave", id=8, url="/user/dave/", groups=[SimpleNamespace(name=g) for g in groups])
+    return AnimusKubeSpawner(_mock=True, config=c, user=user, orm_spawner=orm.Spawner(name=project))
+
+
+def test_the_spawn_form_is_the_local_spawners_choice_of_allowed_templates(kubeconfig):
+    async def go(project, groups):
+        return await kube_spawner(project, groups).get_options_form()
+
+    form = asyncio.run(go("churn", ["gpu-users"]))
+    assert '<select id="animus-profile" name="profile"' in form
+    assert '<option value="cpu-small" selected>' in form and '<option value="gpu">' in form
+    assert asyncio.run(go("churn", [])) == ""  # one template allowed: no form, start at once
 
 
 def test_profile_list_offered_to_a_user_is_the_filtered_one(kubeconfig):

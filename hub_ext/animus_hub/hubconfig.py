@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import workspaces
+
 SERVICE_NAME = "animus"
 SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
 API_PATH = SERVICE_PREFIX + "api/v1"
@@ -252,6 +254,13 @@ WORKSPACE_AUTH_CACHE_SECONDS = 30
 # (Lax, not Strict: the identity provider's redirect back to the hub must carry the state cookie)
 COOKIE_OPTIONS = {"samesite": "Lax"}
 
+#: the embedded profile's workspace templates: a newcomer sees the choice at the first start,
+#: with the small one pre-selected; jupyterhub_config.py in the data directory replaces them
+EMBEDDED_WORKSPACE_TEMPLATES = {
+    "cpu-small": {"display_name": "CPU small", "description": "1 CPU, 2 GB", "cpu": 1, "memory": "2G", "default": True},
+    "cpu-large": {"display_name": "CPU large", "description": "2 CPUs, 8 GB", "cpu": 2, "memory": "8G"},
+}
+
 
 def configure_sessions(c: Any, animus_db_url: str) -> None:
     """Session control (auth.hubsessions) keeps its records in the Animus database."""
@@ -297,6 +306,17 @@ SERVER_TOKEN_SCOPES = [
     "read:users!user",
     f"access:services!service={SERVICE_NAME}",
 ]
+
+
+def check_workspace_templates(c: Any, spawner: str = "AnimusLocalSpawner") -> None:
+    """ValueError naming the template (or project) when a spawner's workspace templates are malformed.
+
+    Spawners read their configuration only when a workspace starts; called at the end
+    of a hub configuration, a mistake stops the hub at start-up instead.
+    """
+    section = c[spawner]
+    templates = workspaces.parse_templates(section.get("workspace_templates", {}))
+    workspaces.check_project_templates(section.get("project_templates", {}), templates)
 
 
 def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
@@ -351,6 +371,7 @@ def configure_embedded(c: Any, s: EmbeddedSettings) -> None:
     # a project's workspace starts only for the project's members: the spawner asks animus-api
     c.ProjectWorkspaceAccess.animus_api_url = f"http://127.0.0.1:{s.api_port}{API_PATH}"
     c.SimpleLocalProcessSpawner.home_dir_template = str(data / "workspaces" / "{username}")
+    c.AnimusLocalSpawner.workspace_templates = {k: dict(v) for k, v in EMBEDDED_WORKSPACE_TEMPLATES.items()}
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.default_url = "/lab"
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES

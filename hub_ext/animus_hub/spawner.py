@@ -1,27 +1,23 @@
-"""Workspace templates per project, and the local-process spawner of the embedded profile.
+"""Workspace templates for any spawner, and the local-process spawner of the embedded profile.
 
-A *workspace template* is a KubeSpawner ``profile_list`` entry plus one Animus key:
+``WorkspaceTemplates`` is a mixin with the configuration (``workspace_templates``,
+``project_templates``; the shape is in ``animus_hub.workspaces``), the spawn form
+(a choice when more than one template is allowed) and the check at spawn time
+(``apply_user_options``, before anything starts: 403 naming the allowed templates).
+The chosen template is ``user_options["profile"]``, KubeSpawner's key.
+``AnimusLocalSpawner`` (here) and ``AnimusKubeSpawner`` (``k8s/spawner.py``) both use it.
 
-    {"slug": "gpu", "display_name": "GPU", "description": "8 CPU, 32 GB, 1 GPU",
-     "default": False,
-     "allowed_groups": ["gpu-users"],          # Animus: who may pick it (empty: everyone)
-     "kubespawner_override": {"cpu_limit": 8, "mem_limit": "32G",
-                              "extra_resource_limits": {"nvidia.com/gpu": "1"},
-                              "tolerations": [...], "environment": {...}}}
+The local spawner honours a template as far as one machine can:
 
-``project_templates`` says which template slugs each project allows, by project slug,
-with ``"*"`` for every other project. ``templates_for()`` is the one rule (pure, no
-I/O): the templates a person may start for a project, in the configured order.
-``profile_list_for()`` returns the same list in KubeSpawner's shape (``allowed_groups``
-removed), for ``c.KubeSpawner.profile_list`` as a callable in the cluster profile.
-
-The local spawner (``AnimusLocalSpawner``) honours what one machine can: ``cpu_limit``,
-``mem_limit``, ``cpu_guarantee``, ``mem_guarantee`` (exported to the workspace as
-``CPU_LIMIT``/``MEM_LIMIT``…, not enforced: local processes share the machine) and
-``environment``; Kubernetes-only keys (image, tolerations, node selectors, extra
-resources) are ignored there. The chosen template is ``user_options["profile"]``
-(KubeSpawner's key; ``"template"`` is accepted too) and is exported as
-``ANIMUS_WORKSPACE_TEMPLATE``.
+- ``cpu``: the workspace's process tree is pinned to ``ceil(cpu)`` CPUs (at most the
+  machine's); ``CPU_LIMIT``/``CPU_GUARANTEE`` say how many CPUs it may use;
+- ``memory``: ``MEM_LIMIT``/``MEM_GUARANTEE`` in bytes, enforced by a memory cgroup when
+  the hub may make one (see ``locallimits``), otherwise exported only;
+- ``environment``: added to the workspace's environment, with
+  ``ANIMUS_WORKSPACE_TEMPLATE`` naming the template;
+- ``gpu_count``: started only when the machine shows that many NVIDIA GPUs
+  (``CUDA_VISIBLE_DEVICES`` names them; they are not reserved), else 400;
+- ``image``, ``gpu_type``, ``tolerations``, ``node_selector``: Kubernetes only, ignored.
 """
 
 from __future__ import annotations
@@ -29,214 +25,198 @@ from __future__ import annotations
 import asyncio
 import html
 import os
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from jupyterhub.utils import maybe_future
 from tornado import web
-from traitlets import Dict, List, default, validate
+from traitlets import Bool, Dict, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from . import locallimits
+from . import workspaces as ws
+from .errors import AnimusError
 from .workspace_access import ProjectWorkspaceAccess
-
-#: kubespawner_override keys the local spawner applies (the rest are the cluster's)
-LOCAL_OVERRIDES = ("cpu_limit", "mem_limit", "cpu_guarantee", "mem_guarantee")
-
-
-class TemplateNotAllowed(Exception):
-    def __init__(self, slug: str, allowed: list[str]):
-        super().__init__(slug)
-        self.slug = slug
-        self.allowed = allowed
-
-
-def check_templates(templates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    slugs = set()
-    for t in templates:
-        slug = t.get("slug")
-        if not isinstance(slug, str) or not slug:
-            raise ValueError(f"Workspace template {t!r} needs a 'slug'")
-        if slug in slugs:
-            raise ValueError(f"Two workspace templates are called {slug!r}")
-        slugs.add(slug)
-        if not isinstance(t.get("allowed_groups", []), list):
-            raise ValueError(f"Template {slug!r}: 'allowed_groups' is a list of group names")
-        if not isinstance(t.get("kubespawner_override", {}), dict):
-            raise ValueError(f"Template {slug!r}: 'kubespawner_override' is a dict")
-    return templates
-
-
-def templates_for(
-    templates: list[dict[str, Any]],
-    project_templates: dict[str, list[str]],
-    project: str,
-    groups: Iterable[str],
-    admin: bool = False,
-) -> list[dict[str, Any]]:
-    """The templates a person in `groups` may start for `project`, in the configured order.
-
-    A project not named in `project_templates` gets the ``"*"`` entry; without one (or
-    without any `project_templates`), every template. A template with ``allowed_groups``
-    is only for members of one of them (platform admins included: a GPU quota is a
-    quota).
-    """
-    del admin  # reserved: admins follow the same rule for now
-    if project_templates:
-        allowed_slugs = project_templates.get(project, project_templates.get("*", []))
-        chosen = [t for t in templates if t["slug"] in set(allowed_slugs)]
-    else:
-        chosen = list(templates)
-    groups = set(groups)
-    return [t for t in chosen if not t.get("allowed_groups") or groups & set(t["allowed_groups"])]
-
-
-def profile_list_for(
-    templates: list[dict[str, Any]], project_templates: dict[str, list[str]], project: str, groups: Iterable[str]
-) -> list[dict[str, Any]]:
-    """The same choice in KubeSpawner ``profile_list`` shape (without Animus's ``allowed_groups``)."""
-    out = []
-    for t in templates_for(templates, project_templates, project, groups):
-        out.append({k: v for k, v in t.items() if k != "allowed_groups"})
-    return out
-
-
-def pick_template(allowed: list[dict[str, Any]], requested: str | None) -> dict[str, Any] | None:
-    """The template `requested` (a slug), or the default one; TemplateNotAllowed if it is not allowed."""
-    if requested:
-        for t in allowed:
-            if t["slug"] == requested:
-                return t
-        raise TemplateNotAllowed(requested, [t["slug"] for t in allowed])
-    for t in allowed:
-        if t.get("default"):
-            return t
-    return allowed[0] if allowed else None
 
 
 class WorkspaceTemplates(LoggingConfigurable):
     """Templates for any spawner (a mixin): the configuration, the form and the choice."""
 
-    workspace_templates = List(
-        Dict(),
-        help="""Workspace templates (KubeSpawner profile_list entries with an optional
-        "allowed_groups"), e.g. [{"slug": "cpu-small", "display_name": "CPU small",
-        "default": True, "kubespawner_override": {"cpu_limit": 2, "mem_limit": "4G"}},
-        {"slug": "gpu", "display_name": "GPU", "allowed_groups": ["gpu-users"],
-        "kubespawner_override": {"extra_resource_limits": {"nvidia.com/gpu": "1"}}}].
-        Empty: no templates, every workspace starts the same.""",
-    ).tag(config=True)
-
-    project_templates = Dict(
-        help="""Which template slugs each project allows: {"fraud": ["cpu-small", "gpu"],
-        "*": ["cpu-small"]}. "*" covers projects not named; empty: every template
-        everywhere (still filtered by allowed_groups).""",
-    ).tag(config=True)
+    workspace_templates = Dict(help=ws.TEMPLATES_HELP).tag(config=True)
+    project_templates = Dict(help=ws.PROJECT_TEMPLATES_HELP).tag(config=True)
 
     @validate("workspace_templates")
-    def _check_templates(self, proposal: Any) -> list[dict[str, Any]]:
-        return check_templates(proposal["value"])
+    def _check_templates(self, proposal: Any) -> dict[str, Any]:
+        ws.parse_templates(proposal["value"])  # fails start-up naming the template and key that are wrong
+        return proposal["value"]
 
-    def allowed_templates(self) -> list[dict[str, Any]]:
-        groups = [g.name for g in getattr(self.user, "groups", [])]
-        return templates_for(
-            self.workspace_templates,
-            self.project_templates,
-            self.name or "",
-            groups,
-            bool(getattr(self.user, "admin", False)),
-        )
+    @validate("project_templates")
+    def _check_project_templates(self, proposal: Any) -> dict[str, Any]:
+        ws.check_project_templates(proposal["value"])  # undefined names are checked at spawn time
+        return proposal["value"]
 
-    def choose_template(self, user_options: dict[str, Any]) -> dict[str, Any] | None:
-        """The template these options ask for; 403 naming the allowed ones if it is not allowed."""
-        if not self.workspace_templates:
-            return None
-        requested = (user_options or {}).get("profile") or (user_options or {}).get("template")
-        if requested is not None and not isinstance(requested, str):
-            raise web.HTTPError(400, "The workspace template ('profile') is a template name")
-        allowed = self.allowed_templates()
-        try:
-            template = pick_template(allowed, requested)
-        except TemplateNotAllowed as e:
-            names = ", ".join(e.allowed) or "none"
-            raise web.HTTPError(
-                403,
-                f"Workspace template {e.slug!r} is not allowed for you in project {self.name or '(default)'!r}; "
-                f"allowed: {names}",
-            ) from None
-        if template is None:
-            raise web.HTTPError(
-                403, f"No workspace template is allowed for you in project {self.name or '(default)'!r}; allowed: none"
-            )
-        return template
-
-
-class AnimusLocalSpawner(ProjectWorkspaceAccess, WorkspaceTemplates, SimpleLocalProcessSpawner):
-    """The embedded profile's spawner: local processes, workspace templates, a folder per project."""
-
-    async def run_pre_spawn_hook(self) -> Any:
-        # a project's workspace opens only for the project's members (asked of Animus, audited)
-        await self.check_project_access()
-        return await maybe_future(super().run_pre_spawn_hook())
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self):
-        return lambda spawner, options: spawner.apply_template(options)
+    #: the template of the current (or last) start; None without templates
+    template: ws.WorkspaceTemplate | None = None
 
     @default("options_form")
-    def _default_options_form(self):
+    def _template_options_form(self) -> Any:
         return lambda spawner: spawner.template_form()
 
     @default("options_from_form")
-    def _default_options_from_form(self):
-        return lambda formdata, spawner=None: {"profile": (formdata.get("profile") or [""])[0]}
+    def _template_options_from_form(self) -> Any:
+        def options_from_form(formdata: dict[str, list[str]]) -> dict[str, Any]:
+            profile = (formdata.get("profile") or [""])[0]
+            return {"profile": profile} if profile else {}
+
+        return options_from_form
+
+    @default("apply_user_options")
+    def _template_apply_user_options(self) -> Any:
+        return lambda spawner, options: spawner.apply_template(options)
+
+    def user_group_names(self) -> list[str]:
+        return [g.name for g in getattr(self.user, "groups", None) or []]
+
+    def _config_error(self, e: ValueError) -> web.HTTPError:
+        self.log.error("Workspace templates are misconfigured: %s", e)
+        return web.HTTPError(500, f"Workspace templates are misconfigured: {e}")
+
+    def allowed_templates(self) -> list[ws.WorkspaceTemplate]:
+        """The templates this user may start in this server's project, in configured order."""
+        if not self.workspace_templates:
+            return []
+        try:
+            templates = ws.parse_templates(self.workspace_templates)
+            ws.check_project_templates(self.project_templates, templates)
+            return ws.allowed_templates(self.name or "", self.user_group_names(), templates, self.project_templates)
+        except ValueError as e:
+            raise self._config_error(e) from None
+
+    def choose_template(self, user_options: dict[str, Any] | None) -> ws.WorkspaceTemplate | None:
+        """The template these options ask for (or the default); 403 naming the allowed ones if not allowed."""
+        try:
+            return ws.select_template(
+                self.workspace_templates,
+                self.project_templates,
+                self.name or "",
+                self.user_group_names(),
+                (user_options or {}).get("profile"),
+            )
+        except AnimusError as e:
+            raise web.HTTPError(e.status, e.message) from None
+        except ValueError as e:
+            raise self._config_error(e) from None
+
+    def template_unavailable(self, template: ws.WorkspaceTemplate) -> str:
+        """Why this spawner cannot start `template` here ('' when it can)."""
+        return ""
 
     def template_form(self) -> str:
-        allowed = self.allowed_templates() if self.workspace_templates else []
+        """A choice of template when more than one is allowed; '' (start at once) otherwise."""
+        allowed = self.allowed_templates()
         if len(allowed) < 2:
-            return ""  # nothing to choose: start at once
+            return ""
+        startable = [t for t in allowed if not self.template_unavailable(t)]
+        chosen = ws.default_template(startable or allowed)
         options = []
-        default_slug = (pick_template(allowed, None) or {}).get("slug")
         for t in allowed:
-            checked = " selected" if t["slug"] == default_slug else ""
-            label = html.escape(t.get("display_name") or t["slug"])
-            description = html.escape(t.get("description", ""))
-            options.append(f'<option value="{html.escape(t["slug"])}"{checked}>{label} — {description}</option>')
+            label = t.display_name + (f" — {t.description}" if t.description else "")
+            why_not = self.template_unavailable(t)
+            attrs = " selected" if t is chosen else ""
+            if why_not:
+                label += f" ({why_not})"
+                attrs += " disabled"
+            options.append(f'<option value="{html.escape(t.name)}"{attrs}>{html.escape(label)}</option>')
         return (
             '<label for="animus-profile">Workspace template</label>'
             f'<select id="animus-profile" name="profile" class="form-control">{"".join(options)}</select>'
         )
 
-    def apply_template(self, user_options: dict[str, Any]) -> None:
-        template = self.choose_template(user_options)
-        self.template = template
+    def apply_template(self, user_options: dict[str, Any] | None) -> None:
+        """Choose the template of this start (403/400 before anything starts), and apply it."""
+        self.template = template = self.choose_template(user_options)
         if template is None:
             return
-        override = template.get("kubespawner_override") or {}
-        for key in LOCAL_OVERRIDES:
-            if key in override:
-                setattr(self, key, override[key])
-        self.log.info("Workspace %s starts from template %s", self._log_name, template["slug"])
+        why_not = self.template_unavailable(template)
+        if why_not:
+            raise web.HTTPError(400, f"Workspace template {template.name!r} cannot start here: {why_not}")
+        # the choice is recorded in KubeSpawner's key, whatever was (not) asked for
+        self.user_options = {**(user_options or {}), "profile": template.name}
+        self.log.info("Workspace %s starts from template %s", self._log_name, template.name)
 
-    template: dict[str, Any] | None = None
+
+class AnimusLocalSpawner(ProjectWorkspaceAccess, WorkspaceTemplates, SimpleLocalProcessSpawner):
+    """The embedded profile's spawner: local processes, workspace templates, a folder per project."""
+
+    enforce_cpu_affinity = Bool(
+        True,
+        help="""Pin each workspace's process tree to ceil(cpu_limit) CPUs (a template's `cpu`),
+        never more than the hub may use; workspaces are spread over the least-used CPUs.""",
+    ).tag(config=True)
+
+    enforce_memory = Bool(
+        True,
+        help="""Enforce mem_limit (a template's `memory`) with a memory cgroup per workspace, when
+        the hub may create one (cgroup v2 memory.max, or the cgroup v1 memory hierarchy). Checked
+        at the first start; if it is not possible, one log line says why and MEM_LIMIT is only
+        exported.""",
+    ).tag(config=True)
+
+    cgroup_parent = Unicode(
+        "",
+        help="""The cgroup under which workspace memory groups are made (a folder
+        animus-workspaces/ is created in it). Empty: the hub's own group. On cgroup v2 this must be
+        a group without processes of its own whose cgroup.controllers has `memory`, e.g. one made
+        by root (`mkdir /sys/fs/cgroup/animus`) or delegated by systemd.""",
+    ).tag(config=True)
+
+    cgroup_root = Unicode("/sys/fs/cgroup", help="Where the cgroup filesystem is mounted.").tag(config=True)
+
+    #: one allocator and one cgroup check per hub process
+    _cpu_allocator: ClassVar[locallimits.CPUAllocator | None] = None
+    _memory_groups: ClassVar[dict[tuple[str, str], locallimits.MemoryCgroups | None]] = {}
+
+    _cpus: list[int]
+    _cgroup: Path | None = None
 
     @property
     def project_dir(self) -> str:
         """The project's folder in the person's home (the home itself for the default server)."""
         return str(Path(self.home_dir) / self.name) if self.name else self.home_dir
 
+    # --- templates ---------------------------------------------------------------------------
+
+    def template_unavailable(self, template: ws.WorkspaceTemplate) -> str:
+        if template.gpu_count:
+            have = locallimits.count_nvidia_gpus()
+            if have < template.gpu_count:
+                return (
+                    f"needs {template.gpu_count} GPU{'s' if template.gpu_count > 1 else ''}, this machine has "
+                    f"{have or 'none'}; GPU templates need the cluster profile or a machine with NVIDIA GPUs"
+                )
+        return ""
+
+    def apply_template(self, user_options: dict[str, Any] | None) -> None:
+        super().apply_template(user_options)
+        t = self.template
+        if t is None:
+            return
+        cpus = float(locallimits.cpus_for(t.cpu, len(locallimits.available_cpus())))
+        cpu = min(t.cpu, cpus)  # a template may ask for more than one machine has
+        self.cpu_limit = self.cpu_guarantee = cpu
+        self.mem_limit = self.mem_guarantee = t.memory_bytes
+
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         template = self.template
         if template is not None:
-            env.update(
-                {k: str(v) for k, v in (template.get("kubespawner_override", {}).get("environment") or {}).items()}
-            )
-            env["ANIMUS_WORKSPACE_TEMPLATE"] = template["slug"]
+            env.update(template.environment)
+            env["ANIMUS_WORKSPACE_TEMPLATE"] = template.name
+            if template.gpu_count:
+                env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(template.gpu_count)))
         env["ANIMUS_WORKSPACE_DIR"] = self.project_dir
-        # VS Code (code-server via jupyter-vscode-proxy) opens the project's folder
+        # VS Code (code-server via jupyter-server-proxy) opens the project's folder
         env.setdefault("CODE_WORKINGDIR", self.project_dir)
         # code-server and other tools write under the workspace's home, never the hub user's
         home = env.get("HOME") or self.home_dir
@@ -245,20 +225,135 @@ class AnimusLocalSpawner(ProjectWorkspaceAccess, WorkspaceTemplates, SimpleLocal
         env["XDG_CACHE_HOME"] = os.path.join(home, ".cache")
         return env
 
+    # --- limits --------------------------------------------------------------------------------
+
+    @classmethod
+    def cpu_allocator(cls) -> locallimits.CPUAllocator:
+        if AnimusLocalSpawner._cpu_allocator is None:
+            AnimusLocalSpawner._cpu_allocator = locallimits.CPUAllocator(locallimits.available_cpus())
+        return AnimusLocalSpawner._cpu_allocator
+
+    def memory_groups(self) -> locallimits.MemoryCgroups | None:
+        key = (self.cgroup_root, self.cgroup_parent)
+        if key not in AnimusLocalSpawner._memory_groups:
+            groups = locallimits.MemoryCgroups(self.cgroup_root, self.cgroup_parent)
+            why_not = groups.setup()
+            if why_not:
+                self.log.warning("Workspace memory limits are exported, not enforced: %s", why_not)
+                AnimusLocalSpawner._memory_groups[key] = None
+            else:
+                self.log.info("Workspace memory limits are enforced by cgroup v%s in %s", groups.version, groups.base)
+                AnimusLocalSpawner._memory_groups[key] = groups
+        return AnimusLocalSpawner._memory_groups[key]
+
+    def _take_limits(self) -> None:
+        self._cpus = []
+        self._cgroup = None
+        if self.enforce_cpu_affinity and self.cpu_limit:
+            allocator = self.cpu_allocator()
+            self._cpus = allocator.take(locallimits.cpus_for(self.cpu_limit, len(allocator.cpus)))
+        if self.enforce_memory and self.mem_limit:
+            groups = self.memory_groups()
+            if groups is not None:
+                try:
+                    self._cgroup = groups.create(locallimits.group_name(self.user.name, self.name), int(self.mem_limit))
+                except OSError as e:
+                    self.log.warning("The memory limit of %s is exported, not enforced: %s", self._log_name, e)
+
+    def _release_limits(self) -> None:
+        cpus, self._cpus = getattr(self, "_cpus", []), []
+        if cpus:
+            self.cpu_allocator().give_back(cpus)
+        group, self._cgroup = self._cgroup, None
+        if group is not None and not locallimits.MemoryCgroups.remove(group):
+            # the server is gone: what is left in its group belongs to it
+            for pid in locallimits.MemoryCgroups.pids(group):
+                try:
+                    psutil.Process(pid).kill()
+                except psutil.Error:
+                    pass
+            if not locallimits.MemoryCgroups.remove(group):
+                self.log.debug("Memory cgroup %s is not empty yet", group)
+
+    def make_preexec_fn(self, name: str) -> Any:
+        base = super().make_preexec_fn(name)
+        cpus = list(getattr(self, "_cpus", []))
+        procs = locallimits.MemoryCgroups.procs_file(self._cgroup) if self._cgroup is not None else None
+
+        def preexec() -> None:
+            base()
+            # in the child before exec: everything the workspace starts inherits both
+            if procs is not None:
+                locallimits.join_cgroup(procs)
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        return preexec
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.pid:
+            if getattr(self, "_cpus", None):
+                state["cpus"] = self._cpus
+            if self._cgroup is not None:
+                state["cgroup"] = str(self._cgroup)
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if state.get("cpus"):
+            self._cpus = list(state["cpus"])
+            self.cpu_allocator().hold(self._cpus)
+        if state.get("cgroup"):
+            self._cgroup = Path(state["cgroup"])
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self._release_limits()
+
+    # --- start and stop -------------------------------------------------------------------------
+
     async def start(self) -> Any:
         os.makedirs(self.project_dir, exist_ok=True)
-        return await super().start()
+        self._take_limits()
+        try:
+            return await super().start()
+        except BaseException:
+            self._release_limits()
+            raise
 
     async def stop(self, now: bool = False) -> None:
-        # code-server's extension host (and other helpers) can outlive the server: stop
-        # whatever the workspace started once the server itself is gone
-        children: list[psutil.Process] = []
+        # code-server's extension host (and other helpers) can outlive the server, even
+        # leave its process tree: stop whatever the workspace started once the server is gone
+        leftovers: dict[int, psutil.Process] = {}
         if self.pid:
             try:
-                children = psutil.Process(self.pid).children(recursive=True)
+                leftovers.update({p.pid: p for p in psutil.Process(self.pid).children(recursive=True)})
             except psutil.Error:
-                children = []
-        await super().stop(now=now)
+                pass
+        group = self._cgroup
+        if group is not None:
+            for pid in locallimits.MemoryCgroups.pids(group):
+                if pid != self.pid:
+                    try:
+                        leftovers.setdefault(pid, psutil.Process(pid))
+                    except psutil.Error:
+                        pass
+        self._cgroup = None  # removed below, once empty
+        try:
+            await super().stop(now=now)
+        finally:
+            await self._stop_leftovers(list(leftovers.values()))
+            if group is not None:
+                for _ in range(20):
+                    if locallimits.MemoryCgroups.remove(group):
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    self.log.warning("Could not remove the memory cgroup %s of %s", group, self._log_name)
+
+    @staticmethod
+    async def _stop_leftovers(children: list[psutil.Process]) -> None:
         for child in children:
             try:
                 child.terminate()

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 from urllib.parse import quote
 
+from jupyterhub.utils import maybe_future
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Unicode
@@ -23,7 +25,7 @@ from traitlets.config import LoggingConfigurable
 
 
 class ProjectWorkspaceAccess(LoggingConfigurable):
-    """A spawner mixin: ``check_project_access()`` before a project's workspace starts."""
+    """A spawner mixin (first among the bases): ``check_project_access()`` before the pre-spawn hook."""
 
     animus_api_url = Unicode(
         "",
@@ -33,6 +35,11 @@ class ProjectWorkspaceAccess(LoggingConfigurable):
         check (any person may start a server named after any project; not for
         production). `animus up` sets it.""",
     ).tag(config=True)
+
+    async def run_pre_spawn_hook(self) -> Any:
+        # the hub calls this after the server's token exists and before anything starts
+        await self.check_project_access()
+        return await maybe_future(super().run_pre_spawn_hook())  # type: ignore[misc]
 
     async def check_project_access(self) -> None:
         """Raise the hub's HTTP error (404 not a member or no such project; 503 Animus down) or return."""

@@ -1,4 +1,5 @@
-"""Acceptance: `animus up` brings Animus up; logging in through the browser opens
+"""Acceptance: `animus up` brings Animus up; logging in through the browser offers
+the workspace templates with the small one pre-selected, and a plain "Start" opens
 JupyterLab with the Animus panel; `animus projects create demo` typed in that
 JupyterLab's terminal works with no configuration and the audit export shows it;
 Ctrl-C stops everything; a restart keeps the data and does not print the admin
@@ -85,6 +86,16 @@ def test_up_login_terminal_audit_restart(tmp_path, browser, animus_runs, artifac
     page.fill("#password_input", password)
     screenshot(page, artifacts_dir, tmp_path, "01-login.png")
     page.click("#login_submit")
+    # the embedded profile offers two workspace templates: the spawn form pre-selects the
+    # default one, so a plain "Start" starts it
+    try:
+        page.wait_for_selector("#animus-profile", timeout=60_000)
+    except PlaywrightError:
+        screenshot(page, artifacts_dir, tmp_path, "error-spawn-form.png")
+        raise AssertionError(f"no workspace template choice after login (at {page.url})\n{run1.tail()}") from None
+    assert page.locator("#animus-profile").input_value() == "cpu-small"
+    screenshot(page, artifacts_dir, tmp_path, "01b-workspace-template.png")
+    page.click("#spawn_form button[type=submit]")
     try:
         page.wait_for_selector("#jp-main-dock-panel", timeout=240_000)
         page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=120_000)

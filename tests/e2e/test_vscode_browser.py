@@ -31,6 +31,9 @@ def test_vscode_opens_in_the_browser_on_the_project_folder(tmp_path, browser, ar
         page.fill("#username_input", "vicky")
         page.fill("#password_input", "vs-code-pass-1")
         page.click("#login_submit")
+        # the embedded profile's two workspace templates: a plain "Start" takes the pre-selected one
+        page.wait_for_selector("#animus-profile", timeout=60_000)
+        page.click("#spawn_form button[type=submit]")
         page.wait_for_url("**/user/vicky/**", timeout=240_000)
         token = st.user_token("vicky")
         assert st.api("POST", "/projects", token, json={"slug": "vs-web"}).status_code == 201
