@@ -51,7 +51,8 @@ def wait_ready(st: HubStack, user: str, server: str, timeout: float = 120) -> No
 def test_an_idle_workspace_is_culled_and_one_in_use_over_ssh_is_not(culling_stack):
     st = culling_stack
     # the idle one: started, then left alone
-    st.user_token("idle-ivan")
+    ivan = st.user_token("idle-ivan")
+    assert st.api("POST", "/projects", ivan, json={"slug": "lab"}).status_code == 201
     assert st.hub("POST", "/users/idle-ivan/servers/lab", json={}).status_code in (201, 202)
     # the busy one: an SSH session stays open (the gateway starts the workspace itself)
     token = st.user_token("busy-berta")

@@ -385,6 +385,8 @@ def test_a_gpu_template_on_a_machine_without_gpus_is_400(templated_stack):
 def test_a_one_cpu_template_pins_the_workspace_and_what_it_starts_to_one_cpu(templated_stack):
     st = templated_stack
     token = st.user_token("dora")
+    for project in ("misc", "other"):  # a project's workspace opens for its members only
+        assert st.api("POST", "/projects", token, json={"slug": project}).status_code == 201
     r = st.hub("POST", "/users/dora/servers/misc", json={})
     assert r.status_code in (201, 202), r.text
     wait_ready(st, "dora", "misc")

@@ -119,6 +119,20 @@ def open_sidebar(page) -> None:
     page.locator("#animus-sidebar").wait_for(state="visible")
 
 
+def start_workspace(page, what: str, up: AnimusUp) -> None:
+    """Wait for JupyterLab, pressing Start on the template form if the hub shows one (several templates)."""
+    try:
+        page.wait_for_selector("#jp-main-dock-panel, #animus-profile", timeout=240_000)
+        if page.locator("#animus-profile").count():
+            assert page.locator("#animus-profile").input_value() == "cpu-small"  # the default, preselected
+            page.click("#spawn_form button[type=submit]")
+        page.wait_for_selector("#jp-main-dock-panel", timeout=240_000)
+        page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=120_000)
+    except PlaywrightError:
+        page.screenshot(path=str(up.log_path.parent / f"error-{what}.png"))
+        raise AssertionError(f"{what} did not open (at {page.url})\n{up.tail()}") from None
+
+
 def show_sections(page, *names: str) -> None:
     """Expand the sidebar's sections named (by their title), collapse the others."""
     for title in page.locator("#animus-sidebar .lm-AccordionPanel-title").all():
@@ -183,7 +197,7 @@ def test_workbench_in_the_browser(tmp_path, browser, animus_runs, artifacts_dir)
     page.fill("#username_input", DANA[0])
     page.fill("#password_input", DANA[1])
     page.click("#login_submit")
-    page.wait_for_selector("#jp-main-dock-panel", timeout=240_000)
+    start_workspace(page, "the first workspace", up)
     open_sidebar(page)
     projects = section(page, "project")
     link = projects.locator(f'[data-animus="project-list"] a:has-text("{PROJECT}")')
@@ -194,16 +208,7 @@ def test_workbench_in_the_browser(tmp_path, browser, animus_runs, artifacts_dir)
     with browser.expect_page() as opened:
         link.click()
     lab = opened.value
-    template_form = lab.locator("#animus-profile")
-    try:
-        lab.wait_for_selector("#jp-main-dock-panel, #animus-profile", timeout=240_000)
-    except PlaywrightError:
-        shot(lab, "error-spawn")
-        raise AssertionError(f"churn's workspace did not open (at {lab.url})\n{up.tail()}") from None
-    if template_form.count():  # several templates: the default one is preselected, start it
-        lab.locator('form input[type="submit"], form button[type="submit"]').first.click()
-    lab.wait_for_selector("#jp-main-dock-panel", timeout=240_000)
-    lab.wait_for_selector("#jupyterlab-splash", state="detached", timeout=120_000)
+    start_workspace(lab, "churn's workspace", up)
     assert f"/user/{DANA[0]}/{PROJECT}/lab" in lab.url, lab.url
     open_sidebar(lab)
     current = section(lab, "project").locator('[data-animus="project-name"]')
