@@ -146,6 +146,11 @@ def test_only_the_panels_calls_are_forwarded_and_only_into_the_workspaces_projec
     assert other.status_code == 404 and other.json()["reason"] == "project_not_found"
     assert "pan-other" in other.json()["message"]
     assert call(ws, "DELETE", "api/projects/pan", alice).status_code == 405
+    # an encoded "?" stays inside its segment: the run named "<id>?x=1" (none), not run <id>
+    run_id = ws["st"].api("POST", "/projects/pan/runs", alice, json={"name": "odd"}).json()["id"]
+    assert call(ws, "GET", f"api/projects/pan/runs/{run_id}", alice).status_code == 200
+    odd = call(ws, "GET", f"api/projects/pan/runs/{run_id}%3Fx=1", alice)
+    assert odd.status_code == 404 and odd.json()["reason"] == "run_not_found", odd.text
     bad_json = call(ws, "POST", "api/projects/pan/runs/x/cancel", alice, data="{not json")
     assert bad_json.status_code == 400 and bad_json.json()["reason"] == "invalid_json"
     huge = call(ws, "POST", "api/projects/pan/runs/x/cancel", alice, data="[" + "0," * ext.MAX_BODY + "0]")

@@ -261,7 +261,10 @@ class ApiForwardHandler(AnimusHandler):
                 json.loads(body)
             except ValueError:
                 raise self.fail(400, "invalid_json", "The request body is not JSON") from None
-        status, data = await self.call_api(method, path, self.request.query, body)
+        # tornado hands over the path decoded: encode each segment again, so a decoded "?" or
+        # "%" stays part of its segment on the way to the API
+        encoded = "/".join(quote(part, safe="") for part in path.split("/"))
+        status, data = await self.call_api(method, encoded, self.request.query, body)
         self.set_status(status)
         self.finish(json.dumps(data) if data is not None else b"")
 
