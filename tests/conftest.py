@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import leakscan
 import pytest
 import requests
 from pgdb import BEFORE_DROP, create_pg_database, drop_pg_database
 from seaweed import seaweedfs  # noqa: F401  (a session fixture)
-from stack import STACK_API_CONFIG, HubStack
+from stack import STACK_API_CONFIG, HubStack, running_stack
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -88,21 +86,10 @@ def backend(request) -> str:
 @pytest.fixture(scope="session", params=BACKENDS)
 def stack(request, tmp_path_factory) -> Iterator[HubStack]:
     """A running embedded stack (JupyterHub + proxy + animus-api) on each backend."""
-    root = tmp_path_factory.mktemp(f"stack-{request.param}")
-    pg_name = None
-    db_url = ""
-    if request.param == "postgresql":
-        pg_name, db_url = create_pg_database()
-    s = HubStack(root, db_url=db_url, api_config=STACK_API_CONFIG)
-    try:
-        s.start()
+    with running_stack(
+        tmp_path_factory.mktemp(f"stack-{request.param}"), request.param, api_config=STACK_API_CONFIG
+    ) as s:
         yield s
-    finally:
-        s.stop()
-        if os.environ.get("ANIMUS_KEEP_LOGS"):
-            shutil.copy(s.log_path, Path(os.environ["ANIMUS_KEEP_LOGS"]) / f"stack-{request.param}.log")
-        if pg_name:
-            drop_pg_database(pg_name)
 
 
 @pytest.fixture(scope="session")

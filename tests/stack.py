@@ -15,10 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
+from pgdb import create_pg_database, drop_pg_database
 
 from animus_hub.embedded import prepare_data_dir, stop_leftovers, wait_until_up
 from animus_hub.hubconfig import API_PATH, EmbeddedSettings, find_proxy_command
@@ -220,3 +223,29 @@ class HubStack:
                 r.text[:300],
             )
         return r
+
+
+@contextmanager
+def running_stack(root: Path, backend: str = "sqlite", **kwargs: Any) -> Iterator[HubStack]:
+    """A started HubStack on `backend`, stopped afterwards whatever happens.
+
+    `backend` "sqlite" (the stack's own file) or "postgresql…" (a new PostgreSQL
+    database, dropped afterwards); `kwargs` go to HubStack. With ANIMUS_KEEP_LOGS set
+    to a directory, the stack's log is copied there.
+    """
+    pg_name, db_url = (None, "")
+    if backend.startswith("postgresql"):
+        pg_name, db_url = create_pg_database()
+    s = HubStack(root, db_url=db_url, **kwargs)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        keep = os.environ.get("ANIMUS_KEEP_LOGS")
+        if keep:
+            import shutil
+
+            shutil.copy(s.log_path, Path(keep) / f"{root.name}.log")
+        if pg_name:
+            drop_pg_database(pg_name)

@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from pgdb import create_pg_database, drop_pg_database
 from seaweed import LAKE_BUCKETS
 from sqlalchemy import select, text
-from stack import STACK_API_CONFIG, HubStack
+from stack import STACK_API_CONFIG, HubStack, running_stack
 from test_datasets import make_team, versions
 
 import animus.datasets as ds
@@ -80,9 +79,7 @@ def lake_stack(request, seaweedfs, tmp_path_factory) -> Iterator[HubStack]:
         STACK_API_CONFIG
         + f"c.AnimusAPI.external_sources = {source_config(seaweedfs, 'nobody-' + uuid.uuid4().hex[:6])!r}\n"
     )
-    db_url, pg_name = "", None
     if request.param == "postgresql-s3":
-        pg_name, db_url = create_pg_database()
         config += f"""
 c.AnimusAPI.storage_class = "animus_hub.storage.s3.S3ObjectStore"
 c.S3ObjectStore.endpoint_url = {seaweedfs.endpoint_url!r}
@@ -97,14 +94,9 @@ c.S3ObjectStore.create_bucket = True
         "ANIMUS_SOURCE_LAKE_SECRET": seaweedfs.reader_secret_key,
         "ANIMUS_SOURCE_WRONG_SECRET": WRONG_SECRET,
     }
-    s = HubStack(tmp_path_factory.mktemp(f"stack-lake-{request.param}"), db_url=db_url, api_config=config, env=env)
-    try:
-        s.start()
+    root = tmp_path_factory.mktemp(f"stack-lake-{request.param}")
+    with running_stack(root, request.param, api_config=config, env=env) as s:
         yield s
-    finally:
-        s.stop()
-        if pg_name:
-            drop_pg_database(pg_name)
 
 
 @pytest.fixture(scope="module")

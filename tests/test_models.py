@@ -12,8 +12,7 @@ import uuid
 import jsonschema
 import pytest
 import sqlalchemy as sa
-from pgdb import create_pg_database, drop_pg_database
-from stack import STACK_API_CONFIG, HubStack
+from stack import STACK_API_CONFIG, running_stack
 from webhook_receiver import Receiver
 
 import animus.datasets as ds
@@ -79,20 +78,13 @@ def mstack(request, seaweedfs, tmp_path_factory):
         }
     }
     env = {"ANIMUS_EXPORT_RELEASES_KEY": seaweedfs.access_key, "ANIMUS_EXPORT_RELEASES_SECRET": seaweedfs.secret_key}
-    pg_name, db_url = (None, "")
-    if request.param == "postgresql":
-        pg_name, db_url = create_pg_database()
     config = STACK_API_CONFIG + HOOK_CONFIG + f"c.AnimusAPI.export_targets = {targets!r}\n"
-    s = HubStack(tmp_path_factory.mktemp(f"models-{request.param}"), db_url=db_url, api_config=config, env=env)
-    s.bucket = bucket
-    s.seaweedfs = seaweedfs
-    try:
-        s.start()
+    with running_stack(
+        tmp_path_factory.mktemp(f"models-{request.param}"), request.param, api_config=config, env=env
+    ) as s:
+        s.bucket = bucket
+        s.seaweedfs = seaweedfs
         yield s
-    finally:
-        s.stop()
-        if pg_name:
-            drop_pg_database(pg_name)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import pytest
 import requests
 from gitdaemon import git
 from sqlalchemy import select
-from stack import HubStack
+from stack import HubStack, running_stack
 from test_batch_runs import PINNED, db_session, wait_released
 
 from animus import datasets as sdk_datasets
@@ -118,12 +118,7 @@ def git_server(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def pipe_stack(request, tmp_path_factory):
-    from pgdb import create_pg_database, drop_pg_database
-
     root = tmp_path_factory.mktemp(f"pipelines-{request.param}")
-    pg_name, db_url = (None, "")
-    if request.param == "postgresql":
-        pg_name, db_url = create_pg_database()
     config = f"""
 c.RunQueue.heartbeat_interval = 0.5
 c.RunQueue.heartbeat_timeout = 5
@@ -135,14 +130,8 @@ c.LocalExecutor.work_dir = {str(root / "runs")!r}
 c.Scheduler.interval = 0.2
 c.Scheduler.lease_seconds = 3
 """
-    s = HubStack(root, db_url=db_url, api_config=config)
-    try:
-        s.start()
+    with running_stack(root, request.param, api_config=config) as s:
         yield s
-    finally:
-        s.stop()
-        if pg_name:
-            drop_pg_database(pg_name)
 
 
 @pytest.fixture(scope="module")

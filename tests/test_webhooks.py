@@ -13,11 +13,10 @@ import time
 import jsonschema
 import pytest
 import requests
-from pgdb import create_pg_database, drop_pg_database
 from sqlalchemy import select
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
-from stack import STACK_API_CONFIG, HubStack
+from stack import STACK_API_CONFIG, HubStack, running_stack
 from webhook_receiver import Receiver
 
 from animus_hub import db as dbmod
@@ -37,19 +36,9 @@ c.WebhookDelivery.timeout = 1.5
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def hooks_stack(request, tmp_path_factory):
-    pg_name, db_url = (None, "")
-    if request.param == "postgresql":
-        pg_name, db_url = create_pg_database()
-    s = HubStack(
-        tmp_path_factory.mktemp(f"hooks-{request.param}"), db_url=db_url, api_config=STACK_API_CONFIG + WEBHOOK_CONFIG
-    )
-    try:
-        s.start()
+    root = tmp_path_factory.mktemp(f"hooks-{request.param}")
+    with running_stack(root, request.param, api_config=STACK_API_CONFIG + WEBHOOK_CONFIG) as s:
         yield s
-    finally:
-        s.stop()
-        if pg_name:
-            drop_pg_database(pg_name)
 
 
 @pytest.fixture
