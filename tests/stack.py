@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,6 +183,22 @@ class HubStack:
     def ensure_group(self, group: str) -> None:
         r = self.hub("POST", f"/groups/{group}")
         assert r.status_code in (201, 409), r.text
+
+    def wait_ready(self, user: str, server: str, timeout: float = 120) -> dict:
+        """The hub's model of `user`'s server `server` once it is ready; AssertionError with the log if not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.hub("GET", f"/users/{user}").json()["servers"].get(server)
+            if model and model["ready"]:
+                return model
+            time.sleep(0.5)
+        raise AssertionError(f"{user}/{server} did not start in {timeout:.0f} s:\n{self.log_tail()}")
+
+    def open_workspace(self, user: str, server: str, timeout: float = 120, **options: Any) -> dict:
+        """Start `user`'s server `server` (a project's workspace) through the hub's API and wait until ready."""
+        r = self.hub("POST", f"/users/{user}/servers/{server}", json=options)
+        assert r.status_code in (201, 202), r.text
+        return self.wait_ready(user, server, timeout)
 
     def user_token(
         self, name: str, groups: list[str] | tuple[str, ...] = (), admin: bool = False, scopes: list[str] | None = None

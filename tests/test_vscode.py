@@ -38,12 +38,7 @@ def test_vscode_opens_on_the_project_folder_with_a_launcher_card(vscode_stack):
     st = vscode_stack
     token = st.user_token("vera")
     assert st.api("POST", "/projects", token, json={"slug": "vs-proj"}).status_code == 201
-    r = st.hub("POST", "/users/vera/servers/vs-proj", json={})
-    assert r.status_code in (201, 202), r.text
-    deadline = time.monotonic() + 120
-    while not (st.hub("GET", "/users/vera").json()["servers"].get("vs-proj") or {}).get("ready"):
-        assert time.monotonic() < deadline, st.log_tail()
-        time.sleep(0.5)
+    st.open_workspace("vera", "vs-proj")
     base = f"{st.url}/user/vera/vs-proj"
     headers = {"Authorization": f"token {token}"}
     # the launcher card: jupyter-server-proxy announces VS Code to JupyterLab's launcher

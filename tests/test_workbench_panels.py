@@ -9,7 +9,6 @@ calls the panels make are forwarded, and only into the workspace's own project.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from stack import STACK_API_CONFIG, HubStack
@@ -30,12 +29,7 @@ def ws(tmp_path_factory):
         for slug in ("pan", "pan-other"):
             assert st.api("POST", "/projects", alice, json={"slug": slug}).status_code == 201
         assert st.api("POST", "/projects", bob, json={"slug": "bobs-proj"}).status_code == 201
-        r = st.hub("POST", "/users/alice/servers/pan", json={})
-        assert r.status_code in (201, 202), r.text
-        deadline = time.monotonic() + 120
-        while not (st.hub("GET", "/users/alice").json()["servers"].get("pan") or {}).get("ready"):
-            assert time.monotonic() < deadline, st.log_tail()
-            time.sleep(0.5)
+        st.open_workspace("alice", "pan")
         yield {"st": st, "alice": alice, "bob": bob, "base": f"{st.url}/user/alice/pan/animus"}
     finally:
         st.stop()

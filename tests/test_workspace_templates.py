@@ -328,16 +328,6 @@ def templated_stack(tmp_path_factory):
         s.stop()
 
 
-def wait_ready(st: HubStack, user: str, server: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = st.hub("GET", f"/users/{user}").json()["servers"].get(server)
-        if model and model["ready"]:
-            return model
-        time.sleep(0.5)
-    raise AssertionError(f"{user}/{server} did not start:\n{st.log_tail()}")
-
-
 def workspace_pid(st: HubStack, user: str, server: str) -> int:
     # the hub's admin sees the local spawner's state (the pid)
     return st.hub("GET", f"/users/{user}").json()["servers"][server]["state"]["pid"]
@@ -389,7 +379,7 @@ def test_a_one_cpu_template_pins_the_workspace_and_what_it_starts_to_one_cpu(tem
         assert st.api("POST", "/projects", token, json={"slug": project}).status_code == 201
     r = st.hub("POST", "/users/dora/servers/misc", json={})
     assert r.status_code in (201, 202), r.text
-    wait_ready(st, "dora", "misc")
+    st.wait_ready("dora", "misc")
     pid = workspace_pid(st, "dora", "misc")
     server = psutil.Process(pid)
 

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import pytest
@@ -94,16 +93,6 @@ def test_a_user_name_containing_a_slash_binds_to_the_rest():
 
 
 # --- against the real stack -------------------------------------------------------------------
-
-
-def wait_ready(stack, user: str, server: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = stack.hub("GET", f"/users/{user}").json()["servers"].get(server)
-        if model and model["ready"]:
-            return model
-        time.sleep(0.5)
-    raise AssertionError(f"{user}/{server} did not start:\n{stack.log_tail()}")
 
 
 def workspace_env(stack, user: str, server: str) -> dict[str, str]:
@@ -193,7 +182,7 @@ def test_a_real_workspace_token_acts_only_in_its_project(stack, alice, tmp_path)
     r = stack.hub("POST", f"/users/{name}/servers/{churn}", json={})
     assert r.status_code in (201, 202), r.text
     try:
-        wait_ready(stack, name, churn)
+        stack.wait_ready(name, churn)
         env = workspace_env(stack, name, churn)
         token = env["JUPYTERHUB_API_TOKEN"]
         assert env["MLFLOW_TRACKING_TOKEN"] == token and env["ANIMUS_PROJECT"] == churn

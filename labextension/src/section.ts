@@ -99,6 +99,18 @@ export abstract class Section extends Widget {
     replace(this.bodyNode, h('p', { class: 'jp-AnimusSection-empty', text }), ...extra);
   }
 
+  /** A "← Label" button that runs `reset` (back to the panel's list) and renders the panel again. */
+  protected backButton(reset: () => void): HTMLButtonElement {
+    return h('button', {
+      class: 'jp-AnimusButton jp-AnimusBack',
+      text: `← ${this.title.label}`,
+      onclick: () => {
+        reset();
+        void this.refresh();
+      }
+    });
+  }
+
   /** Does the panel need the workspace's project? */
   protected needsProject = true;
 

@@ -37,12 +37,7 @@ def test_vscode_opens_in_the_browser_on_the_project_folder(tmp_path, browser, ar
         page.wait_for_url("**/user/vicky/**", timeout=240_000)
         token = st.user_token("vicky")
         assert st.api("POST", "/projects", token, json={"slug": "vs-web"}).status_code == 201
-        r = st.hub("POST", "/users/vicky/servers/vs-web", json={})
-        assert r.status_code in (201, 202), r.text
-        deadline = time.monotonic() + 120
-        while not (st.hub("GET", "/users/vicky").json()["servers"].get("vs-web") or {}).get("ready"):
-            assert time.monotonic() < deadline, st.log_tail()
-            time.sleep(0.5)
+        st.open_workspace("vicky", "vs-web")
         # JupyterLab of the project's workspace: the launcher has a VS Code card
         page.goto(f"{st.url}/user/vicky/vs-web/lab")
         page.wait_for_selector("#jp-main-dock-panel", timeout=240_000)

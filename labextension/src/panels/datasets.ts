@@ -96,14 +96,7 @@ export class DatasetsSection extends Section {
     const versions = await apiGet<IPage<IVersion>>(projectPath(project, 'datasets', name, 'versions'), {
       limit: 100
     });
-    const back = h('button', {
-      class: 'jp-AnimusButton jp-AnimusBack',
-      text: '← Datasets',
-      onclick: () => {
-        this.open = null;
-        void this.refresh();
-      }
-    });
+    const back = this.backButton(() => (this.open = null));
     const rows = versions.items.map(v => [
       `v${v.version}`,
       `${v.file_count} file${v.file_count === 1 ? '' : 's'}, ${bytes(v.total_size)}`,

@@ -101,14 +101,7 @@ export class ModelsSection extends Section {
     const versions = await apiGet<IPage<IModelVersion>>(projectPath(project, 'models', model, 'versions'), {
       limit: 100
     });
-    const back = h('button', {
-      class: 'jp-AnimusButton jp-AnimusBack',
-      text: '← Models',
-      onclick: () => {
-        this.open = null;
-        void this.refresh();
-      }
-    });
+    const back = this.backButton(() => (this.open = null));
     const list = table(
       ['Version', 'Status', 'Aliases', 'Created'],
       versions.items.map(v => [`v${v.version}`, badge(v.status), v.aliases.join(', ') || '–', when(v.created_at)]),

@@ -70,14 +70,7 @@ export class RunsSection extends Section {
   private async renderRun(runId: string): Promise<void> {
     const project = this.state.project!;
     const job = await apiGet<IJob>(projectPath(project, 'runs', runId, 'job'));
-    const back = h('button', {
-      class: 'jp-AnimusButton jp-AnimusBack',
-      text: '← Runs',
-      onclick: () => {
-        this.openRun = null;
-        void this.refresh();
-      }
-    });
+    const back = this.backButton(() => (this.openRun = null));
     const statusNode = h('span', {}, badge(job.status));
     const active = ACTIVE.has(job.status);
     const cancel = h('button', {
