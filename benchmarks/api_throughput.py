@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import os
 import platform
-import secrets
 import shutil
 import signal
 import socket
@@ -41,6 +40,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# the test suite's helpers: the embedded stack (stack.py) and throwaway databases (pgdb.py)
+sys.path.insert(0, str(REPO / "tests"))
+from pgdb import create_pg_database, drop_pg_database  # noqa: E402
+
 RESULTS_DIR = HERE / "results"
 PROJECT = "bench"
 GOAL_GET_RATIO = 0.40
@@ -332,23 +335,14 @@ class Bench:
     # --- setup ---------------------------------------------------------------
 
     def create_pg_database(self) -> str:
-        import psycopg
-
-        self.pg_dbname = f"animus_bench_{secrets.token_hex(4)}"
-        with psycopg.connect(self.args.pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.pg_dbname}"')
-        info = psycopg.conninfo.conninfo_to_dict(self.args.pg_admin_dsn)
-        host, port, user = info.get("host", "127.0.0.1"), info.get("port", "5432"), info.get("user", "postgres")
-        return f"postgresql+psycopg://{user}@{host}:{port}/{self.pg_dbname}"
+        self.pg_dbname, url = create_pg_database(self.args.pg_admin_dsn, prefix="animus_bench")
+        return url
 
     def drop_pg_database(self) -> None:
         if not self.pg_dbname:
             return
-        import psycopg
-
         try:
-            with psycopg.connect(self.args.pg_admin_dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_dbname}" WITH (FORCE)')
+            drop_pg_database(self.pg_dbname, self.args.pg_admin_dsn)
             self.pg_dbname = ""
         except Exception as e:  # noqa: BLE001 - cleanup must go on
             print(f"warning: could not drop database {self.pg_dbname}: {e}", file=sys.stderr)

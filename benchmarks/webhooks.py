@@ -34,7 +34,6 @@ import hmac
 import json
 import os
 import platform
-import secrets
 import shutil
 import signal
 import subprocess
@@ -48,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from api_throughput import free_port, log, run_and_save  # noqa: E402
+from pgdb import create_pg_database, drop_pg_database  # noqa: E402
 
 PROJECT = "bench"
 RECEIVERS = 3
@@ -134,23 +134,14 @@ class Bench:
     # --- setup ---------------------------------------------------------------
 
     def create_pg_database(self) -> str:
-        import psycopg
-
-        self.pg_dbname = f"animus_bench_{secrets.token_hex(4)}"
-        with psycopg.connect(self.args.pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.pg_dbname}"')
-        info = psycopg.conninfo.conninfo_to_dict(self.args.pg_admin_dsn)
-        host, port, user = info.get("host", "127.0.0.1"), info.get("port", "5432"), info.get("user", "postgres")
-        return f"postgresql+psycopg://{user}@{host}:{port}/{self.pg_dbname}"
+        self.pg_dbname, url = create_pg_database(self.args.pg_admin_dsn, prefix="animus_bench")
+        return url
 
     def drop_pg_database(self) -> None:
         if not self.pg_dbname:
             return
-        import psycopg
-
         try:
-            with psycopg.connect(self.args.pg_admin_dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_dbname}" WITH (FORCE)')
+            drop_pg_database(self.pg_dbname, self.args.pg_admin_dsn)
             self.pg_dbname = ""
         except Exception as e:  # noqa: BLE001 - cleanup must go on
             print(f"warning: could not drop database {self.pg_dbname}: {e}", file=sys.stderr)

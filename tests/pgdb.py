@@ -12,17 +12,19 @@ PG_ADMIN_DSN = os.environ.get("ANIMUS_TEST_PG", "postgresql://postgres@127.0.0.1
 BEFORE_DROP: list = []
 
 
-def create_pg_database() -> tuple[str, str]:
-    """A new empty database: (its name, its SQLAlchemy URL)."""
-    name = f"animus_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+def create_pg_database(admin_dsn: str | None = None, prefix: str = "animus_test") -> tuple[str, str]:
+    """A new empty database on the server of `admin_dsn` (default ANIMUS_TEST_PG): (its name, its SQLAlchemy URL)."""
+    admin_dsn = admin_dsn or PG_ADMIN_DSN
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    base = admin_dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return name, f"{base}/{name}"
 
 
-def drop_pg_database(name: str) -> None:
+def drop_pg_database(name: str, admin_dsn: str | None = None) -> None:
+    admin_dsn = admin_dsn or PG_ADMIN_DSN
     for hook in BEFORE_DROP:
-        hook(PG_ADMIN_DSN, name)
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        hook(admin_dsn, name)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
