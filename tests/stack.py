@@ -242,6 +242,26 @@ class HubStack:
         return r
 
 
+#: the run queue and executor of batch-run tests: quick heartbeats, retries and scheduler rounds
+RUN_QUEUE_SETTINGS: dict[str, Any] = {
+    "RunQueue.heartbeat_interval": 0.5,
+    "RunQueue.heartbeat_timeout": 4,
+    "RunQueue.start_timeout": 30,
+    "RunQueue.retry_base_seconds": 0.2,
+    "RunQueue.retry_max_seconds": 1,
+    "LocalExecutor.slots": 4,
+    "Scheduler.interval": 0.2,
+}
+
+
+def run_queue_config(work_dir: Path, **overrides: Any) -> str:
+    """animus-api configuration lines for batch runs under `work_dir`; `overrides` by setting name
+    with "__" for the dot (``RunQueue__log_max_bytes=65536``)."""
+    settings = {**RUN_QUEUE_SETTINGS, "LocalExecutor.work_dir": str(work_dir)}
+    settings.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return "".join(f"c.{name} = {value!r}\n" for name, value in settings.items())
+
+
 @contextmanager
 def running_stack(root: Path, backend: str = "sqlite", **kwargs: Any) -> Iterator[HubStack]:
     """A started HubStack on `backend`, stopped afterwards whatever happens.

@@ -18,7 +18,7 @@ import gitdaemon
 import pytest
 from gitdaemon import free_port, git
 from sqlalchemy import select
-from stack import HubStack, running_stack
+from stack import HubStack, run_queue_config, running_stack
 
 from animus import datasets as sdk_datasets
 from animus.client import Client
@@ -93,18 +93,9 @@ def git_server(tmp_path_factory):
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def runs_stack(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"runs-{request.param}")
-    config = f"""
-c.RunQueue.heartbeat_interval = 0.5
-c.RunQueue.heartbeat_timeout = 4
-c.RunQueue.start_timeout = 30
-c.RunQueue.retry_base_seconds = 0.2
-c.RunQueue.retry_max_seconds = 1
-c.RunQueue.log_max_bytes = 65536
-c.RunQueue.project_concurrency = 4
-c.LocalExecutor.slots = 6
-c.LocalExecutor.work_dir = {str(root / "runs")!r}
-c.Scheduler.interval = 0.2
-"""
+    config = run_queue_config(
+        root / "runs", RunQueue__log_max_bytes=65536, RunQueue__project_concurrency=4, LocalExecutor__slots=6
+    )
     with running_stack(root, request.param, api_config=config) as s:
         yield s
 

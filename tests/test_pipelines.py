@@ -24,7 +24,7 @@ import pytest
 import requests
 from gitdaemon import git
 from sqlalchemy import select
-from stack import HubStack, running_stack
+from stack import HubStack, run_queue_config, running_stack
 from test_batch_runs import PINNED, db_session, wait_released
 
 from animus import datasets as sdk_datasets
@@ -119,17 +119,7 @@ def git_server(tmp_path_factory):
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def pipe_stack(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"pipelines-{request.param}")
-    config = f"""
-c.RunQueue.heartbeat_interval = 0.5
-c.RunQueue.heartbeat_timeout = 5
-c.RunQueue.start_timeout = 30
-c.RunQueue.retry_base_seconds = 0.2
-c.RunQueue.retry_max_seconds = 1
-c.LocalExecutor.slots = 4
-c.LocalExecutor.work_dir = {str(root / "runs")!r}
-c.Scheduler.interval = 0.2
-c.Scheduler.lease_seconds = 3
-"""
+    config = run_queue_config(root / "runs", RunQueue__heartbeat_timeout=5, Scheduler__lease_seconds=3)
     with running_stack(root, request.param, api_config=config) as s:
         yield s
 
