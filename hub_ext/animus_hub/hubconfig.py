@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import workspaces
+from .keyfiles import read_or_create
 
 SERVICE_NAME = "animus"
 SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
@@ -291,12 +292,7 @@ def configure_oidc(c: Any, s: EmbeddedSettings) -> None:
 def crypt_key(data_dir: Path) -> bytes:
     """The key encrypting JupyterHub's auth_state, made once per data directory (0600)."""
     path = data_dir / "secrets" / "jupyterhub_crypt_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return bytes.fromhex(path.read_text().strip())
+    return bytes.fromhex(read_or_create(path, lambda: secrets.token_hex(32).encode()).decode().strip())
 
 
 # what $JUPYTERHUB_API_TOKEN in a workspace may do: run the server, and call Animus as its user

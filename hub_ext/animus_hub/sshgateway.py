@@ -48,6 +48,8 @@ import aiohttp
 import asyncssh
 import psutil
 
+from .keyfiles import read_or_create
+
 log = logging.getLogger("animus.ssh")
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
@@ -99,15 +101,8 @@ def split_login(username: str) -> tuple[str, str]:
 
 def load_host_key(path: str) -> asyncssh.SSHKey:
     """The gateway's host key, made once (0600) on first start."""
-    p = Path(path)
-    if not p.exists():
-        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.export_private_key())
-        return key
-    return asyncssh.read_private_key(str(p))
+    data = read_or_create(Path(path), lambda: asyncssh.generate_private_key("ssh-ed25519").export_private_key())
+    return asyncssh.import_private_key(data)
 
 
 # --- the control plane: animus-api and the hub ---------------------------------------------

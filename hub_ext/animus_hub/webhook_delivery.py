@@ -42,6 +42,7 @@ from traitlets.config import LoggingConfigurable
 
 from ._version import __version__
 from .errors import AnimusError
+from .keyfiles import read_or_create
 from .orm import utcnow
 
 SIGNATURE_VERSION = "v1"
@@ -148,24 +149,7 @@ class SecretUnavailable(Exception):
 
 def load_key_file(path: Path) -> list[str]:
     """Keys from a file, one a line (the first encrypts); created with one random key if missing."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, (secrets.token_hex(32) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # another process may have created it first: keep theirs
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-        text = path.read_text()
+    text = read_or_create(path, lambda: (secrets.token_hex(32) + "\n").encode()).decode()
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 

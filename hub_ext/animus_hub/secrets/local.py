@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from traitlets import Unicode, default
 
+from ..keyfiles import read_or_create
 from .base import SecretNotFound, SecretStore, SecretStoreUnavailable, validate_secret_name
 
 KEY_BYTES = 32
@@ -25,24 +26,7 @@ SUFFIX = ".v1"
 
 
 def load_or_create_key(path: Path) -> bytes:
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # another process may have created it first: keep theirs
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-        key = path.read_bytes()
+    key = read_or_create(path, lambda: secrets.token_bytes(KEY_BYTES))
     if len(key) != KEY_BYTES:
         raise SecretStoreUnavailable(f"the secret store key file {path} does not hold {KEY_BYTES} bytes")
     return key

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 from traitlets import Unicode, default
 
 from ..errors import AnimusError, not_found
+from ..keyfiles import read_or_create
 from .base import (
     ObjectInfo,
     ObjectStore,
@@ -51,24 +52,7 @@ def load_signing_key(path: Path) -> bytes:
     The API and the gateway may both start at once: the key is written to a temp
     file and published with link(), which fails if the other got there first.
     """
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(SIGNING_KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-        key = path.read_bytes()
+    key = read_or_create(path, lambda: secrets.token_bytes(SIGNING_KEY_BYTES))
     if len(key) < SIGNING_KEY_BYTES:
         raise AnimusError(
             500, "storage_misconfigured", f"The signing key file {path} holds fewer than {SIGNING_KEY_BYTES} bytes"
