@@ -272,16 +272,13 @@ class PlainHub:
         return r.json()["token"]
 
     def stop(self) -> None:
-        from animus_hub.embedded import stop_leftovers
+        from animus_hub.embedded import stop_hub, stop_leftovers
 
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        # the proxy and any server still alive (they run with their cwd under root)
-        stop_leftovers(self.root)
+        # then the proxy and any server still alive (they run with their cwd under root)
+        if self.proc is not None:
+            stop_hub(self.proc, self.root)
+        else:
+            stop_leftovers(self.root)
         if getattr(self, "_log", None):
             self._log.close()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 import requests
 from pgdb import create_pg_database, drop_pg_database
 
-from animus_hub.embedded import prepare_data_dir, stop_leftovers, wait_until_up
+from animus_hub.embedded import prepare_data_dir, stop_hub, stop_leftovers, wait_until_up
 from animus_hub.hubconfig import API_PATH, EmbeddedSettings, find_proxy_command
 
 TEST_ADMIN_SERVICE = "test-admin"
@@ -157,13 +156,10 @@ class HubStack:
             return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        stop_leftovers(self.root)
+        if self.proc is not None:
+            stop_hub(self.proc, self.root)
+        else:
+            stop_leftovers(self.root)
         if getattr(self, "_log", None):
             self._log.close()
 

@@ -118,6 +118,18 @@ def stop_leftovers(data_dir: Path, grace: float = 5.0) -> int:
     return len(procs)
 
 
+def stop_hub(hub: subprocess.Popen, data_dir: Path, timeout: float = 30) -> None:
+    """Stop a hub started in `data_dir` (SIGTERM: it stops its servers and services; SIGKILL after
+    `timeout` s), then whatever it left behind there (stop_leftovers)."""
+    if hub.poll() is None:
+        hub.terminate()
+        try:
+            hub.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+    stop_leftovers(data_dir)
+
+
 def run(settings: EmbeddedSettings, out=sys.stdout) -> int:
     """Start the stack and block until Ctrl-C / SIGTERM; return the exit code."""
     data_dir = Path(settings.data_dir).resolve()
@@ -166,13 +178,7 @@ def run(settings: EmbeddedSettings, out=sys.stdout) -> int:
             except subprocess.TimeoutExpired:
                 pass
     finally:
-        if hub.poll() is None:
-            hub.terminate()
-            try:
-                hub.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                hub.kill()
-        stop_leftovers(data_dir)
+        stop_hub(hub, data_dir)
         for s, handler in previous.items():
             signal.signal(s, handler)
     if stopping["signal"] is not None:
