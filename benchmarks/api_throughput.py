@@ -322,6 +322,29 @@ def loadgen_main(spec_json: str) -> None:
 # =============================================================================
 
 
+class BenchDatabase:
+    """A throwaway PostgreSQL database for one benchmark run, on the server of --pg-admin-dsn."""
+
+    def __init__(self, admin_dsn: str):
+        self.admin_dsn = admin_dsn
+        self.name = ""
+
+    def create(self) -> str:
+        """A new empty database; its SQLAlchemy URL."""
+        self.name, url = create_pg_database(self.admin_dsn, prefix="animus_bench")
+        return url
+
+    def drop(self) -> None:
+        """Drop it, if it was made; a failure is a warning (cleanup goes on)."""
+        if not self.name:
+            return
+        try:
+            drop_pg_database(self.name, self.admin_dsn)
+            self.name = ""
+        except Exception as e:  # noqa: BLE001 - cleanup must go on
+            print(f"warning: could not drop database {self.name}: {e}", file=sys.stderr)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -329,29 +352,15 @@ class Bench:
         self.stack: Any = None
         self.bare: subprocess.Popen | None = None
         self.loadgen: subprocess.Popen | None = None
-        self.pg_admin_url = ""
-        self.pg_dbname = ""
+        self.database = BenchDatabase(args.pg_admin_dsn)
 
     # --- setup ---------------------------------------------------------------
-
-    def create_pg_database(self) -> str:
-        self.pg_dbname, url = create_pg_database(self.args.pg_admin_dsn, prefix="animus_bench")
-        return url
-
-    def drop_pg_database(self) -> None:
-        if not self.pg_dbname:
-            return
-        try:
-            drop_pg_database(self.pg_dbname, self.args.pg_admin_dsn)
-            self.pg_dbname = ""
-        except Exception as e:  # noqa: BLE001 - cleanup must go on
-            print(f"warning: could not drop database {self.pg_dbname}: {e}", file=sys.stderr)
 
     def start_stack(self) -> None:
         sys.path.insert(0, str(REPO / "tests"))
         from stack import HubStack
 
-        db_url = self.create_pg_database() if self.args.db == "postgresql" else ""
+        db_url = self.database.create() if self.args.db == "postgresql" else ""
         self.stack = HubStack(self.tmp / "stack", db_url=db_url)
         log(f"starting the Animus stack ({self.args.db}) in {self.tmp} ...")
         self.stack.start()
@@ -564,7 +573,7 @@ class Bench:
                 self.stack.stop()
             except Exception as e:  # noqa: BLE001
                 print(f"warning: stopping the stack: {e}", file=sys.stderr)
-        self.drop_pg_database()
+        self.database.drop()
         if self.tmp is not None:
             if self.args.keep:
                 log(f"kept {self.tmp}")

@@ -46,8 +46,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from api_throughput import free_port, log, run_and_save  # noqa: E402
-from pgdb import create_pg_database, drop_pg_database  # noqa: E402
+from api_throughput import BenchDatabase, free_port, log, run_and_save  # noqa: E402
 
 PROJECT = "bench"
 RECEIVERS = 3
@@ -128,23 +127,10 @@ class Bench:
         self.stack: Any = None
         self.receivers: list[subprocess.Popen] = []
         self.ports: list[int] = []
-        self.pg_dbname = ""
+        self.database = BenchDatabase(args.pg_admin_dsn)
         self.engine: Any = None
 
     # --- setup ---------------------------------------------------------------
-
-    def create_pg_database(self) -> str:
-        self.pg_dbname, url = create_pg_database(self.args.pg_admin_dsn, prefix="animus_bench")
-        return url
-
-    def drop_pg_database(self) -> None:
-        if not self.pg_dbname:
-            return
-        try:
-            drop_pg_database(self.pg_dbname, self.args.pg_admin_dsn)
-            self.pg_dbname = ""
-        except Exception as e:  # noqa: BLE001 - cleanup must go on
-            print(f"warning: could not drop database {self.pg_dbname}: {e}", file=sys.stderr)
 
     def api_config(self) -> str:
         lines = []
@@ -160,7 +146,7 @@ class Bench:
 
         from animus_hub import db as dbmod
 
-        db_url = self.create_pg_database() if self.args.db == "postgresql" else ""
+        db_url = self.database.create() if self.args.db == "postgresql" else ""
         self.stack = HubStack(self.tmp / "stack", db_url=db_url, api_config=self.api_config())
         log(f"starting the Animus stack ({self.args.db}) in {self.tmp} ...")
         self.stack.start()
@@ -389,7 +375,7 @@ class Bench:
                 self.stack.stop()
             except Exception as e:  # noqa: BLE001
                 print(f"warning: stopping the stack: {e}", file=sys.stderr)
-        self.drop_pg_database()
+        self.database.drop()
         if self.tmp is not None:
             if self.args.keep:
                 log(f"kept {self.tmp}")
