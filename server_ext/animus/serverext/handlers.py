@@ -97,11 +97,10 @@ def forwarded(method: str, path: str) -> re.Match[str] | None:
     return None
 
 
-def api_settings(environ: dict[str, str] | None = None) -> tuple[str, str]:
+def api_settings() -> tuple[str, str]:
     """animus-api's URL and the workspace's token, as the CLI finds them in a workspace."""
-    env = os.environ if environ is None else environ
-    url = (env.get("ANIMUS_API_URL") or "").rstrip("/")
-    token = env.get("ANIMUS_TOKEN") or env.get("JUPYTERHUB_API_TOKEN") or ""
+    url = (os.environ.get("ANIMUS_API_URL") or "").rstrip("/")
+    token = os.environ.get("ANIMUS_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN") or ""
     return url, token
 
 
@@ -165,12 +164,11 @@ class AnimusHandler(APIHandler):
             follow_redirects=False,
         )
         try:
+            # raise_error=False returns every HTTP answer; no answer at all (refused, timed out) raises
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
         except (OSError, HTTPClientError) as e:
             self.log.warning("Animus API at %s cannot be reached: %s", url, e)
             raise self.fail(502, "api_unreachable", f"The Animus API cannot be reached ({type(e).__name__})") from None
-        if response.code == 599:
-            raise self.fail(502, "api_unreachable", f"The Animus API cannot be reached ({response.error})")
         try:
             data = json.loads(response.body) if response.body else None
         except ValueError:
