@@ -19,9 +19,12 @@ from urllib.parse import quote
 
 from jupyterhub.utils import maybe_future
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
+
+#: seconds the hub waits for animus-api's answer before refusing the start (503)
+REQUEST_TIMEOUT = 30.0
 
 
 class ProjectWorkspaceAccess(LoggingConfigurable):
@@ -46,8 +49,7 @@ class ProjectWorkspaceAccess(LoggingConfigurable):
         project = getattr(self, "name", "") or ""
         if not project or not self.animus_api_url:
             return
-        options = getattr(self, "user_options", None) or {}
-        template = options.get("profile") or options.get("template") or None
+        template = (getattr(self, "user_options", None) or {}).get("profile") or None
         request = HTTPRequest(
             f"{self.animus_api_url.rstrip('/')}/projects/{quote(project, safe='')}/workspaces/open",
             method="POST",
@@ -58,11 +60,12 @@ class ProjectWorkspaceAccess(LoggingConfigurable):
                 "User-Agent": "animus-hub-spawner",
             },
             body=json.dumps({"template": template if isinstance(template, str) else None, "server": project}),
-            request_timeout=30,
+            request_timeout=REQUEST_TIMEOUT,
         )
         try:
+            # raise_error=False returns every HTTP answer; no answer at all (refused, timed out) raises
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except OSError as e:
+        except (OSError, HTTPClientError) as e:
             self.log.error("Animus API at %s cannot be reached to open %s: %s", self.animus_api_url, project, e)
             raise web.HTTPError(503, f"Animus cannot be reached to open project {project!r}'s workspace") from None
         if response.code == 200:
@@ -71,7 +74,7 @@ class ProjectWorkspaceAccess(LoggingConfigurable):
             message = json.loads(response.body).get("message")
         except (ValueError, AttributeError):
             message = None
-        if response.code == 599 or response.code >= 500:
+        if response.code >= 500:
             self.log.error("Animus API answered %s when opening %s: %s", response.code, project, message)
             raise web.HTTPError(503, f"Animus cannot check access to project {project!r} now; try again")
         raise web.HTTPError(response.code, message or f"You may not open project {project!r}'s workspace")
